@@ -1,0 +1,186 @@
+"""Capability protocols: the only place where tasks and models meet.
+
+A task names the protocols it needs; a model plugin implements the ones it can. Every method is
+batched: tensors or lists in, tensors or lists out, one call per batch, never per sample. Models
+take CPU or device tensors and move them themselves; they run under ``torch.inference_mode`` and
+the run's precision.
+
+Visual features are produced once (``encode_images`` / ``encode_videos``) and handed to every
+head, so the runner can cache them and the ITM re-rank can reuse them for all candidate texts.
+A video is a stack of frames: its features carry the frame embeddings pooled the model's way and
+the tokens of all frames concatenated, so every head that accepts image features accepts video
+features unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+
+@dataclass
+class VisualFeatures:
+    """Features of a batch of images or videos.
+
+    ``embeds`` (N, D): L2-normalised projected embeddings for contrastive (ITC) similarity; may be
+    None for models whose encoder has no ITC projection (e.g. a VQA model).
+    ``tokens`` (N, L, H): the vision encoder's token features that cross-attention heads read;
+    for a video, L = frames x tokens-per-frame.
+    """
+
+    embeds: torch.Tensor | None
+    tokens: torch.Tensor
+
+
+@dataclass
+class TextFeatures:
+    """Features of a batch of texts: normalised ITC embeddings (M, D) plus the tokenisation the
+    matcher needs, so texts are tokenised once for both ITC and ITM."""
+
+    embeds: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings for captioning and generative VQA; lengths count the prompt's tokens
+    as BLIP does."""
+
+    num_beams: int = 3
+    max_length: int = 20
+    min_length: int = 5
+    repetition_penalty: float = 1.0
+    sample: bool = False
+    top_p: float = 0.9
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class DialogContext:
+    """One VisDial round as the model needs it: the image caption, the previous rounds as
+    (question, answer) pairs, and the current question."""
+
+    caption: str
+    history: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    question: str = ""
+
+
+@runtime_checkable
+class ImagePreprocessor(Protocol):
+    """Turns PIL images (or decoded video frames as PIL images) into the model's pixel tensor."""
+
+    image_size: int
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 3, S, S) float tensor at the model's resolution and normalisation."""
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Runs the vision encoder once per image; every head below consumes its output."""
+
+    def encode_images(self, pixels: torch.Tensor) -> VisualFeatures:
+        """pixels (B, 3, S, S) -> features of B images."""
+
+
+@runtime_checkable
+class VideoEncoder(Protocol):
+    """Encodes frame stacks and pools them the model's way (BLIP: mean of frame embeddings,
+    re-normalised; tokens of all frames concatenated)."""
+
+    def encode_videos(self, frames: torch.Tensor) -> VisualFeatures:
+        """frames (B, F, 3, S, S) -> features of B videos."""
+
+
+@runtime_checkable
+class ImageTextEmbedder(Protocol):
+    """Contrastive (ITC) embeddings; images go through ``ImageEncoder.encode_images``."""
+
+    def encode_images(self, pixels: torch.Tensor) -> VisualFeatures: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> TextFeatures:
+        """Texts -> normalised embeddings (M, D) and their token ids for the matcher."""
+
+
+@runtime_checkable
+class ImageTextMatcher(Protocol):
+    """Image-text matching (ITM) scores for chosen pairs."""
+
+    def match(
+        self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor
+    ) -> torch.Tensor:
+        """pairs (P, 2) of (visual row, text row) -> (P,) match logits (the "match" class logit;
+        higher means a better match). Rows index ``visual.tokens`` and ``texts.input_ids``."""
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """Caption generation conditioned on visual features."""
+
+    def caption(self, visual: VisualFeatures, settings: GenerationSettings) -> list[str]:
+        """One caption per visual row, the prompt stripped."""
+
+
+@runtime_checkable
+class VisualQuestionAnswerer(Protocol):
+    """Open-ended VQA, by generation or by ranking a closed answer list."""
+
+    def answer(
+        self, visual: VisualFeatures, questions: Sequence[str], settings: GenerationSettings
+    ) -> list[str]:
+        """Generate one answer per (visual row, question)."""
+
+    def rank_answers(
+        self,
+        visual: VisualFeatures,
+        questions: Sequence[str],
+        answer_list: Sequence[str],
+        k: int,
+    ) -> list[int]:
+        """For each (visual row, question) the index into ``answer_list`` of the best answer."""
+
+
+@runtime_checkable
+class PairVerifier(Protocol):
+    """NLVR2: does a statement hold for a pair of images?"""
+
+    def verify(
+        self, left: VisualFeatures, right: VisualFeatures, statements: Sequence[str]
+    ) -> torch.Tensor:
+        """(B,) probability that each statement is true for its (left, right) pair."""
+
+
+@runtime_checkable
+class DialogAnswerRanker(Protocol):
+    """VisDial (discriminative): score candidate answers for a dialog round."""
+
+    def score_dialog_answers(
+        self,
+        visual: VisualFeatures,
+        contexts: Sequence[DialogContext],
+        candidates: Sequence[Sequence[str]],
+    ) -> torch.Tensor:
+        """(B, C) scores, higher is better, for C candidates of each round."""
+
+
+CAPABILITIES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        ImagePreprocessor,
+        ImageEncoder,
+        VideoEncoder,
+        ImageTextEmbedder,
+        ImageTextMatcher,
+        Captioner,
+        VisualQuestionAnswerer,
+        PairVerifier,
+        DialogAnswerRanker,
+    )
+}
+"""Capability name -> protocol; specs name capabilities by these strings so listing imports no torch."""

@@ -1,0 +1,300 @@
+"""``harness compare``: this project's runs beside published results, one table per task and split.
+
+Tables are built here as plain data (rows, metrics, reference row, best values, bootstrap
+intervals); ``harness.table_formats`` turns them into Markdown, CSV, LaTeX or HTML and
+``harness.comparison_plot`` into a bar chart, so every output format shows the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.baselines import BaselineTable, is_baseline_path, registered_baselines, select_baselines
+from harness.errors import ConfigError, DataError, OutputError
+from harness.records import RunRecord, find_all_records, load_per_sample
+from harness.table_formats import FORMATS, render
+
+PUBLISHED = "published"
+RUN = "run"
+CI_RESAMPLES = 1000
+CI_CONFIDENCE = 0.95
+CI_SEED = 0
+
+
+def lower_is_better(metric: str) -> bool:
+    """Rank metrics (``mean_rank``, ``t2v_median_rank``) improve downwards; recalls, accuracies,
+    caption scores and ``r_mean`` (a mean of recalls) improve upwards."""
+    return metric.endswith("rank")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a comparison table: a published result or one of this project's runs."""
+
+    label: str
+    kind: str
+    metrics: Mapping[str, float]
+    source: str
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Bootstrap confidence interval (low, high) per metric; runs only, with ``--ci``."""
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    """Rows for one (task, split), the union of their metrics, and the row deltas are taken from."""
+
+    task: str
+    split: str
+    metrics: tuple[str, ...]
+    rows: tuple[Row, ...]
+    reference: int
+    """Index in ``rows`` of the row every delta is measured against."""
+
+    def value(self, row: int, metric: str) -> float | None:
+        return self.rows[row].metrics.get(metric)
+
+    def delta(self, row: int, metric: str) -> float | None:
+        """``row - reference`` for the metric; None on the reference row or when either lacks it."""
+        if row == self.reference:
+            return None
+        value, base = self.value(row, metric), self.value(self.reference, metric)
+        return None if value is None or base is None else value - base
+
+    def best_rows(self, metric: str, digits: int) -> set[int]:
+        """Rows holding the best value as printed (ties at ``digits`` decimals all count); none
+        when fewer than two rows report the metric, since a lone value is best of nothing."""
+        shown = {
+            index: round(value, digits)
+            for index in range(len(self.rows))
+            if (value := self.value(index, metric)) is not None and math.isfinite(value)
+        }
+        if len(shown) < 2:
+            return set()
+        best = (min if lower_is_better(metric) else max)(shown.values())
+        return {index for index, value in shown.items() if value == best}
+
+    @property
+    def has_intervals(self) -> bool:
+        return any(row.intervals for row in self.rows)
+
+
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = CI_RESAMPLES,
+    confidence: float = CI_CONFIDENCE,
+    seed: int = CI_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    A fixed seed makes the interval reproducible, so two ``compare`` runs over the same records
+    print the same table. Resampling is chunked so a 200k-question VQA split stays in memory.
+
+    Example: ``bootstrap_interval([0, 100, 100, 0])`` gives an interval around 50 within [0, 100].
+    """
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"bootstrap needs a non-empty 1-D array of values, got shape {array.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 4_000_000 // array.size)
+    means = []
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        means.append(array[rng.integers(0, array.size, size=(count, array.size))].mean(axis=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def run_intervals(record: RunRecord, **bootstrap_options: float) -> dict[str, tuple[float, float]]:
+    """Intervals for the record's metrics that its per-sample file holds (means over samples).
+
+    The per-sample mean must reproduce the recorded metric; otherwise the interval would describe
+    another quantity (another scale, or a metric that is not a mean), so that is an error.
+    """
+    per_metric: dict[str, list[float]] = {}
+    for sample_metrics in load_per_sample(record).values():
+        for name, value in sample_metrics.items():
+            per_metric.setdefault(name, []).append(value)
+    intervals: dict[str, tuple[float, float]] = {}
+    for name, values in per_metric.items():
+        if name not in record.metrics:
+            continue
+        mean, recorded = float(np.mean(values)), record.metrics[name]
+        if not math.isclose(mean, recorded, rel_tol=1e-6, abs_tol=1e-6):
+            raise DataError(
+                f"{record.run_dir / record.data['per_sample_file']}: the mean of {name!r} over "
+                f"{len(values)} samples is {mean!r} but {record.path} records {recorded!r}; "
+                "per-sample values must be on the metric's scale"
+            )
+        intervals[name] = bootstrap_interval(values, **bootstrap_options)
+    return intervals
+
+
+def _metric_order(rows: Sequence[Row]) -> tuple[str, ...]:
+    """Union of metrics in first-appearance order, runs first: a task scores its metrics in its
+    own reading order, while published tables often print only a subset."""
+    runs_first = sorted(rows, key=lambda row: row.kind != RUN)
+    return tuple(dict.fromkeys(name for row in runs_first for name in row.metrics))
+
+
+def _unique_labels(rows: list[Row], origins: list[str]) -> list[Row]:
+    """Append the origin (table name or run directory) to labels that would otherwise repeat."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.label] = counts.get(row.label, 0) + 1
+    unique = []
+    for row, origin in zip(rows, origins, strict=True):
+        label = f"{row.label} [{origin}]" if counts[row.label] > 1 else row.label
+        unique.append(Row(label, row.kind, row.metrics, row.source, row.intervals))
+    return unique
+
+
+def _reference_index(rows: Sequence[Row], wanted: str | None) -> int:
+    if wanted is not None:
+        for index, row in enumerate(rows):
+            if row.label.casefold() == wanted.casefold():
+                return index
+    return next((i for i, row in enumerate(rows) if row.kind == PUBLISHED), 0)
+
+
+def build_tables(
+    records: Sequence[RunRecord],
+    baselines: Sequence[BaselineTable],
+    *,
+    reference: str | None = None,
+    ci: bool = False,
+) -> list[ComparisonTable]:
+    """One table per (task, split) the runs cover, in the order the runs were given.
+
+    Rows: the published rows of that task and split from ``baselines`` (in file order), then the
+    runs. Deltas are against the row labelled ``reference`` (case-insensitive) where a table has
+    it, else the table's first published row, else its first run. A ``reference`` found in no
+    table is an error, so a typo never silently falls back.
+    """
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault((record.task, record.split), []).append(record)
+    tables = []
+    for (task, split), runs in groups.items():
+        rows: list[Row] = []
+        origins: list[str] = []
+        for table in baselines:
+            for published in table.rows_for(task, split):
+                rows.append(Row(published.model, PUBLISHED, published.metrics, published.source))
+                origins.append(table.name)
+        for record in runs:
+            intervals = run_intervals(record) if ci else {}
+            rows.append(Row(record.label, RUN, record.metrics, str(record.run_dir), intervals))
+            origins.append(record.run_dir.name)
+        rows = _unique_labels(rows, origins)
+        tables.append(
+            ComparisonTable(task, split, _metric_order(rows), tuple(rows), _reference_index(rows, reference))
+        )
+    if reference is not None:
+        labels = [row.label for table in tables for row in table.rows]
+        if not any(label.casefold() == reference.casefold() for label in labels):
+            close = difflib.get_close_matches(reference, labels, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"--reference {reference!r} names no row of any table{hint}")
+    return tables
+
+
+def _names(values: Sequence[str] | None) -> list[str] | None:
+    """Repeated and comma-separated option values, flattened."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from exc
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """The ``harness compare`` command: print or write the tables, optionally plot them."""
+    # Imported here: matplotlib loads only when a plot is asked for.
+    from harness.comparison_plot import save_plot
+
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ConfigError(f"--plot {args.plot}: the plot is written as PNG; give a file ending in .png")
+    if args.digits < 0:
+        raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
+    records = find_all_records(args.run_dirs)
+    names = _names(args.baselines)
+    only_files = names is not None and all(is_baseline_path(n) for n in names)
+    registered = [] if only_files else registered_baselines()
+    tables = build_tables(records, select_baselines(registered, names), reference=args.reference, ci=args.ci)
+    text = render(tables, args.format, digits=args.digits)
+    if args.output is None:
+        print(text, end="")
+    else:
+        _write_text(args.output, text)
+    if args.plot is not None:
+        try:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            save_plot(tables, args.plot)
+        except OSError as exc:
+            raise OutputError(f"{args.plot}: cannot write the plot ({exc.strerror})") from exc
+    return 0
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``harness compare``; the parser's ``func`` returns the exit code."""
+    parser = subparsers.add_parser(
+        "compare",
+        help="tables of runs beside published baselines (md, csv, latex, html) and a plot",
+        description=(
+            "One table per task and split: the published baseline rows for that task and split, "
+            "then the given runs; deltas against a reference row; the best value per column is "
+            "marked (lowest for rank metrics)."
+        ),
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+        help="a run directory, its result.json, or a directory of run directories (one per task)",
+    )
+    parser.add_argument(
+        "--baselines", action="append", metavar="NAME",
+        help="baseline table to show, by name (e.g. blip_paper) or path to a .json file; repeat or "
+        "comma-separate for several (default: every registered table)",
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, default="md",
+        help="output format: Markdown, CSV, LaTeX (booktabs) or a standalone HTML page (default: md)",
+    )
+    parser.add_argument(
+        "--reference", metavar="ROW",
+        help="label of the row deltas are measured against, e.g. 'BLIP (129M)' or a run's "
+        "'model (weights)' label (default: each table's first published row)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="FILE.png",
+        help="also draw grouped bars per metric, one series per row, into this PNG file",
+    )
+    parser.add_argument(
+        "--ci", action="store_true",
+        help="add bootstrap 95%% confidence intervals (percentile, 1000 resamples, seed 0) to the "
+        "runs' metrics that are means over samples, from each run's per_sample.jsonl",
+    )
+    parser.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write the tables here instead of stdout"
+    )
+    parser.add_argument(
+        "--digits", type=int, default=2, help="decimals shown for values and deltas (default: 2)"
+    )
+    parser.set_defaults(func=run_compare)
+    return parser

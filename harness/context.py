@@ -1,0 +1,138 @@
+"""What the runner hands a task's ``evaluate``: protocol, device settings, progress bars, timed
+stages, the checkpointed prediction store, and the share of samples this process owns."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from harness.errors import DataError
+from harness.predictions import PredictionStore
+from harness.task import Dataset
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def owner_rank(sample_id: str, world_size: int) -> int:
+    """The process that evaluates a sample: a stable hash of its id, not its position, so a run
+    can resume with a different number of processes."""
+    digest = hashlib.sha256(sample_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % world_size
+
+
+@dataclass
+class StageTiming:
+    seconds: float = 0.0
+    items: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        rate = self.items / self.seconds if self.seconds > 0 else 0.0
+        return {"seconds": round(self.seconds, 4), "items": self.items, "items_per_s": round(rate, 2)}
+
+
+@dataclass
+class RunContext:
+    protocol: Mapping[str, Any]
+    predictions: PredictionStore
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 32
+    seed: int = 0
+    num_workers: int = 0
+    quiet: bool = False
+    skip_bad: bool = False
+    rank: int = 0
+    world_size: int = 1
+    timings: dict[str, StageTiming] = field(default_factory=dict)
+    batch_size_used: int | None = None
+
+    def pending(self, dataset: Dataset) -> list[Any]:
+        """Samples still to do for this process: not finished in an earlier attempt, owned here."""
+        return [
+            sample
+            for sample in dataset.samples
+            if sample.sample_id not in self.predictions
+            and owner_rank(sample.sample_id, self.world_size) == self.rank
+        ]
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet and self.rank == 0 and sys.stderr.isatty()
+
+    def progress(self, iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
+        """A tqdm bar on an interactive terminal of process 0; the plain iterable otherwise."""
+        if not self.show_progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+    @contextmanager
+    def stage(self, name: str, items: int = 0) -> Iterator[StageTiming]:
+        """Time a stage; the result records its seconds and items per second."""
+        timing = self.timings.setdefault(name, StageTiming())
+        start = time.perf_counter()
+        try:
+            yield timing
+        finally:
+            timing.seconds += time.perf_counter() - start
+            timing.items += items
+
+    def skip_or_raise(self, sample_id: str, error: DataError) -> None:
+        """A bad sample: skipped and counted under ``--skip-bad``, otherwise the run stops on it."""
+        if not self.skip_bad:
+            raise error
+        self.predictions.skip(sample_id, str(error))
+
+    def map_batches(
+        self,
+        items: Sequence[T],
+        fn: Callable[[Sequence[T]], Sequence[R]],
+        desc: str = "",
+        batch_size: int | None = None,
+    ) -> Iterator[tuple[Sequence[T], Sequence[R]]]:
+        """Yield ``(batch, fn(batch))`` over ``items`` with a progress bar; on a GPU out-of-memory
+        error the batch is halved and retried, and the size that worked is recorded."""
+        size = batch_size or self.batch_size
+        bar = self.progress(range(len(items)), total=len(items), desc=desc)
+        update = getattr(bar, "update", None)
+        start = 0
+        while start < len(items):
+            batch = items[start : start + size]
+            try:
+                results = fn(batch)
+            except Exception as exc:
+                if not _is_out_of_memory(exc) or size == 1:
+                    raise
+                size = max(1, size // 2)
+                _free_cuda_cache()
+                continue
+            self.batch_size_used = min(self.batch_size_used or size, size)
+            if update is not None:
+                update(len(batch))
+            yield batch, results
+            start += len(batch)
+        close = getattr(bar, "close", None)
+        if close is not None:
+            close()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,201 @@
+"""Reading result records (``result.json``) and their per-sample metric files for ``compare`` and
+``regress``.
+
+The runner writes records; this module only reads them, and validates just the fields the readers
+rely on, so a record from a newer harness with extra fields still loads. A malformed record stops
+with a ``DataError`` naming the file and the field, never with a ``KeyError`` deep inside a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import DataError
+
+RESULT_SCHEMA = "harness.result/1"
+RESULT_NAME = "result.json"
+
+
+def is_number(value: Any) -> bool:
+    """A JSON metric value: int or float, never bool (``True`` is an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file, turning a missing or malformed file into one clear ``DataError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: {what} not found") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: {what} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+
+
+def check_metrics(metrics: Any, where: str) -> dict[str, float]:
+    """A ``{name: number}`` mapping as floats; ``where`` prefixes the error (file and record)."""
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise DataError(f"{where}: 'metrics' must be a non-empty object of name -> number, got {metrics!r}")
+    for name, value in metrics.items():
+        if not is_number(value):
+            raise DataError(f"{where}: metric {name!r} must be a number, got {value!r}")
+    return {str(name): float(value) for name, value in metrics.items()}
+
+
+def _require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in data:
+        raise DataError(f"{path}: result record lacks the field {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise DataError(f"{path}: field {key!r} must be {names}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One validated ``result.json`` and where it was read from."""
+
+    path: Path
+    data: Mapping[str, Any]
+    metrics: dict[str, float]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    @property
+    def split(self) -> str:
+        return self.data["split"]
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def weights_name(self) -> str:
+        return self.data["weights"]["name"]
+
+    @property
+    def weights_hashes(self) -> list[str]:
+        """SHA-256 of each weights file, sorted: the identity that survives a move to another
+        machine, where the cache path differs."""
+        return sorted(str(f.get("sha256")) for f in self.data["weights"].get("files") or [])
+
+    @property
+    def protocol(self) -> Mapping[str, Any]:
+        return self.data["protocol"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.data["data"]["fingerprint"]
+
+    @property
+    def label(self) -> str:
+        """How a table names this run: the model and, when it says more, the weights."""
+        weights = self.weights_name
+        return self.model if not weights or weights == self.model else f"{self.model} ({weights})"
+
+
+def parse_record(data: Any, path: Path) -> RunRecord:
+    """Validate the fields ``compare`` and ``regress`` read; ``path`` is used in errors."""
+    if not isinstance(data, Mapping):
+        raise DataError(f"{path}: a result record must be a JSON object, got {type(data).__name__}")
+    schema = data.get("schema")
+    if schema != RESULT_SCHEMA:
+        raise DataError(f"{path}: field 'schema' must be {RESULT_SCHEMA!r}, got {schema!r}")
+    for key in ("task", "split", "model"):
+        _require(data, key, str, path)
+    weights = _require(data, "weights", Mapping, path)
+    if not isinstance(weights.get("name"), str):
+        raise DataError(f"{path}: field 'weights.name' must be a string, got {weights.get('name')!r}")
+    files = weights.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, Mapping) for f in files):
+        raise DataError(f"{path}: field 'weights.files' must be a list of {{path, sha256}} objects, got {files!r}")
+    _require(data, "protocol", Mapping, path)
+    data_info = _require(data, "data", Mapping, path)
+    if not isinstance(data_info.get("fingerprint"), str):
+        raise DataError(
+            f"{path}: field 'data.fingerprint' must be a string, got {data_info.get('fingerprint')!r}"
+        )
+    metrics = check_metrics(_require(data, "metrics", Mapping, path), str(path))
+    return RunRecord(path=path, data=data, metrics=metrics)
+
+
+def load_record(path: Path) -> RunRecord:
+    """A record from a ``result.json`` file or from the run directory holding one."""
+    path = Path(path)
+    file = path / RESULT_NAME if path.is_dir() else path
+    return parse_record(read_json(file, "result record"), file)
+
+
+def find_records(path: Path) -> list[RunRecord]:
+    """Every record under ``path``: a ``result.json``, a run directory, or a directory of run
+    directories (what ``harness run`` writes for several tasks), in path order."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory (expected a run directory or {RESULT_NAME})")
+    if path.is_file() or (path / RESULT_NAME).is_file():
+        return [load_record(path)]
+    files = sorted(path.rglob(RESULT_NAME))
+    if not files:
+        raise DataError(f"{path}: no {RESULT_NAME} in this directory or below it")
+    return [load_record(file) for file in files]
+
+
+def find_all_records(paths: Iterable[Path]) -> list[RunRecord]:
+    """Records under each path, in the order given."""
+    return [record for path in paths for record in find_records(path)]
+
+
+def load_per_sample(record: RunRecord) -> dict[str, dict[str, float]]:
+    """``sample_id -> {metric: value}`` from the run's per-sample file, for bootstrap intervals.
+
+    Raises ``DataError`` when the record names no such file (the task has no per-sample metrics)
+    or a line is malformed, naming the file and line.
+    """
+    name = record.data.get("per_sample_file")
+    if not name:
+        raise DataError(
+            f"{record.path}: 'per_sample_file' is null; task {record.task!r} wrote no per-sample "
+            "metrics, so no confidence interval can be computed"
+        )
+    path = record.run_dir / name
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the per-sample file named by {record.path} ({exc})") from exc
+    samples: dict[str, dict[str, float]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where} is not JSON ({exc.msg})") from exc
+        if not isinstance(entry, Mapping) or "sample_id" not in entry:
+            raise DataError(f"{where}: expected an object with 'sample_id' and 'metrics', got {line[:80]!r}")
+        sample_id = str(entry["sample_id"])
+        if sample_id in samples:
+            raise DataError(f"{where}: sample_id {sample_id!r} appears twice")
+        metrics = check_metrics(entry.get("metrics"), f"{where} (sample {sample_id!r})")
+        bad = [m for m, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise DataError(f"{where} (sample {sample_id!r}): metric {bad[0]!r} is not finite")
+        samples[sample_id] = metrics
+    if not samples:
+        raise DataError(f"{path}: the per-sample file is empty")
+    return samples

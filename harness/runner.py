@@ -1,0 +1,411 @@
+"""Drives one model over one or more tasks: checks, data, model, checkpointed evaluation, metrics,
+and an atomically written result record per task.
+
+Under ``torchrun`` every process runs the same command: samples are split by a hash of their id,
+predictions from all processes land in the same run directory, and process 0 scores them, so the
+metrics equal a single-process run and a run can resume with a different number of processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config import (
+    RunConfig,
+    check_output_dir,
+    merge_protocol,
+    resolve_device,
+    resolve_precision,
+)
+from harness.context import RunContext, StageTiming
+from harness.errors import ConfigError, DataError, Interrupted, OutputError
+from harness.predictions import PredictionStore
+from harness.registry import Registry, check_instance, get_registry
+from harness.results import (
+    PER_SAMPLE_NAME,
+    RESULT_NAME,
+    SCHEMA,
+    now_iso,
+    read_record,
+    versions,
+    weights_identity,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from harness.specs import ModelRequest, ModelSpec, TaskSpec
+
+RUN_CONFIG_NAME = "run.json"
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+Reporter = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Process 0's value on every process (the run directory must be the same everywhere)."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_distributed(device: str) -> tuple[Distributed, str]:
+    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU); one process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed(), device
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    return Distributed(dist.get_rank(), dist.get_world_size()), device
+
+
+def resolve_data_root(config: RunConfig) -> Path:
+    if config.toy:
+        from harness.toy import ensure_toy_suite
+
+        return ensure_toy_suite(seed=0)
+    if not config.data_root:
+        raise ConfigError("no data: pass --data-root DIR (layout in docs/datasets.md) or --data toy")
+    root = Path(config.data_root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"--data-root {root}: no such directory")
+    return root
+
+
+def _run_key(config: RunConfig, task: TaskSpec, split: str, protocol: Mapping[str, Any],
+             fingerprint: str, precision: str) -> str:
+    """What makes two runs the same run: same command on the same data gives the same directory,
+    so starting the command again resumes it."""
+    key = {
+        "model": config.model, "weights": config.weights, "task": task.name, "split": split,
+        "protocol": protocol, "data": fingerprint, "limit": config.limit, "seed": config.seed,
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def choose_run_dir(output: Path, name: str) -> Path:
+    """The unfinished run of this name if there is one (resume), else a fresh directory."""
+    candidate, n = output / name, 1
+    while (candidate / RESULT_NAME).exists():
+        n += 1
+        candidate = output / f"{name}-{n}"
+    return candidate
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two runs never write into the same one."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.handle = self.path.open("w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self.handle.close()
+            raise OutputError(f"{run_dir} is being written by another harness run; wait for it or use another --output") from exc
+
+    def release(self) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a pre-empted job) takes the same clean path as Ctrl-C."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _summary_line(record: Mapping[str, Any], run_dir: Path) -> str:
+    metrics = ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items() if isinstance(v, (int, float)))
+    samples = record["samples"]
+    skipped = f", {samples['skipped']} skipped" if samples["skipped"] else ""
+    return (
+        f"{record['task']} [{record['split']}] {record['model']}: {metrics or 'no metrics (no ground truth)'} "
+        f"({samples['evaluated']} samples{skipped}, {record['timings']['total_seconds']:.1f} s) -> {run_dir}"
+    )
+
+
+class Runner:
+    def __init__(self, config: RunConfig, registry: Registry | None = None, report: Reporter = _print) -> None:
+        self.config = config
+        self.registry = (registry or get_registry()).collect()
+        self.report = report
+
+    def plan(self) -> tuple[ModelSpec, list[TaskSpec]]:
+        """Every check that needs no data or weights, done before anything heavy is loaded."""
+        model = self.registry.model(self.config.model)
+        tasks = self.registry.resolve_tasks(self.config.tasks)
+        for task in tasks:
+            self.registry.check_fit(model, task)
+        for key in self.config.overrides:
+            if not any(key in task.protocol for task in tasks):
+                merge_protocol(tasks[0].name, tasks[0].protocol, {}, {key: self.config.overrides[key]})
+        if self.config.split is not None:
+            if not any(self.config.split in task.splits for task in tasks):
+                known = sorted({s for t in tasks for s in t.splits})
+                raise ConfigError(f"--split {self.config.split!r} is not a split of {self.config.tasks!r} (splits: {', '.join(known)})")
+        if self.config.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if self.config.limit is not None and self.config.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+        return model, tasks
+
+    def run(self, resume_dir: Path | None = None, only_task: str | None = None) -> list[dict[str, Any]]:
+        model_spec, tasks = self.plan()
+        if only_task is not None:
+            tasks = [t for t in tasks if t.name == only_task]
+        data_root = resolve_data_root(self.config)
+        device = resolve_device(self.config.device)
+        precision = resolve_precision(self.config.precision, device)
+        output = check_output_dir(Path(self.config.output))
+        dist, device = init_distributed(device)
+        records = []
+        for task in tasks:
+            record = self.run_task(model_spec, task, data_root, output, device, precision, dist, resume_dir)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def run_task(
+        self, model_spec: ModelSpec, spec: TaskSpec, data_root: Path, output: Path,
+        device: str, precision: str, dist: Distributed, resume_dir: Path | None,
+    ) -> dict[str, Any] | None:
+        config = self.config
+        split = config.split if config.split in spec.splits else spec.default_split
+        protocol = merge_protocol(spec.name, spec.protocol, model_spec.protocol_overrides, config.overrides, strict=False)
+        task_root = data_root / spec.data_dir
+        if not task_root.is_dir():
+            raise DataError(f"{spec.name}: no data at {task_root} (expected the layout in docs/datasets.md)")
+        started = time.perf_counter()
+        task = spec.build()
+        load_start = time.perf_counter()
+        dataset = task.load(data_root, split, protocol, skip_bad=config.skip_bad)
+        load_seconds = time.perf_counter() - load_start
+        if config.limit is not None:
+            dataset.samples = dataset.samples[: config.limit]
+        if not dataset.samples:
+            raise DataError(f"{spec.name} [{split}]: no samples to evaluate under {task_root}")
+
+        if dist.is_main:
+            if resume_dir is not None:
+                run_dir = resume_dir
+            else:
+                name = f"{config.model}__{spec.name}__{split}__{_run_key(config, spec, split, protocol, dataset.fingerprint, precision)}"
+                run_dir = choose_run_dir(output, name)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main else None))
+        if (run_dir / RESULT_NAME).exists():
+            record = read_record(run_dir)
+            self.report(f"{spec.name}: already finished in {run_dir}")
+            return record
+        lock = RunLock(run_dir) if dist.is_main else None
+        try:
+            if dist.is_main:
+                write_json_atomic(run_dir / RUN_CONFIG_NAME, {**config.to_json(), "task": spec.name, "split": split})
+            dist.barrier()
+            return self._evaluate(model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
+                                  device, precision, dist, started, load_seconds)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _evaluate(self, model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
+                  device, precision, dist, started, load_seconds) -> dict[str, Any] | None:
+        config = self.config
+        store = PredictionStore(run_dir, rank=dist.rank, flush_every=config.flush_every)
+        if store.resumed_count and dist.is_main:
+            self.report(f"{spec.name}: resuming {run_dir} ({store.resumed_count} samples already done)")
+        ctx = RunContext(
+            protocol=dict(protocol), predictions=store, device=device, precision=precision,
+            batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers,
+            quiet=config.quiet, skip_bad=config.skip_bad, rank=dist.rank, world_size=dist.world_size,
+        )
+        ctx.timings["load_data"] = StageTiming(load_seconds, len(dataset.samples))
+        try:
+            with sigterm_as_interrupt():
+                _seed_everything(config.seed)
+                with ctx.stage("load_model"):
+                    model = model_spec.build(ModelRequest(
+                        task=spec.name, protocol=protocol, weights=config.weights,
+                        device=device, precision=precision, seed=config.seed,
+                    ))
+                check_instance(model, model_spec.name, spec)
+                task.evaluate(model, dataset, ctx)
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            kept = len(store.predictions)
+            try:
+                store.close()
+            except OSError:
+                pass
+            raise OutputError(
+                f"cannot write to {run_dir} ({os.strerror(exc.errno)}); the predictions written before "
+                f"this ({kept}) are kept; free space and resume with `harness run --resume {run_dir}`"
+            ) from exc
+        except KeyboardInterrupt:
+            store.close()
+            raise Interrupted(
+                f"interrupted: {len(store.predictions)} finished predictions are saved in {run_dir}; "
+                f"resume with `harness run --resume {run_dir}` (or the same command)"
+            ) from None
+        store.close()
+        dist.barrier()
+        if not dist.is_main:
+            dist.barrier()
+            return None
+        store.reload()
+        record = self._score_and_record(model_spec, model, spec, task, dataset, protocol, ctx,
+                                        split, data_root, run_dir, started)
+        dist.barrier()
+        return record
+
+    def _score_and_record(self, model_spec, model, spec, task, dataset, protocol, ctx, split,
+                          data_root, run_dir, started) -> dict[str, Any]:
+        config = self.config
+        store = ctx.predictions
+        predictions = {sid: store.predictions[sid] for sid in dataset.sample_ids if sid in store.predictions}
+        with ctx.stage("score", items=len(predictions)):
+            metrics = task.score(dataset, predictions, ctx.protocol)
+        levels = task.reference_levels(dataset, ctx.protocol)
+        per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol) if hasattr(task, "per_sample_metrics") else {}
+        per_sample_file = None
+        if per_sample:
+            write_jsonl_atomic(run_dir / PER_SAMPLE_NAME,
+                               ({"sample_id": sid, "metrics": values} for sid, values in per_sample.items()))
+            per_sample_file = PER_SAMPLE_NAME
+        outputs = [str(Path(p).relative_to(run_dir)) if Path(p).is_absolute() else str(p)
+                   for p in task.write_outputs(dataset, predictions, run_dir)]
+        predictions_file = store.merge(order=dataset.sample_ids)
+        skipped_eval = sum(1 for sid in dataset.sample_ids if sid in store.skipped)
+        record = {
+            "schema": SCHEMA,
+            "task": spec.name,
+            "split": split,
+            "model": model_spec.name,
+            "weights": weights_identity(getattr(model, "weights_name", config.weights or model_spec.name),
+                                        getattr(model, "weights_files", [])),
+            "metrics": metrics,
+            "reference_levels": levels,
+            "protocol": ctx.protocol,
+            "data": {"root": str(data_root), "fingerprint": dataset.fingerprint, "toy": config.toy},
+            "samples": {
+                "total": len(dataset.samples) + len(dataset.skipped),
+                "evaluated": len(predictions),
+                "skipped": len(dataset.skipped) + skipped_eval,
+                "skipped_samples": [s.sample_id for s in dataset.skipped] +
+                                   [sid for sid in dataset.sample_ids if sid in store.skipped],
+                "resumed": store.resumed_count,
+                "limit": config.limit,
+            },
+            "timings": {
+                "total_seconds": round(time.perf_counter() - started, 3),
+                "stages": {name: t.as_dict() for name, t in ctx.timings.items()},
+            },
+            "device": ctx.device,
+            "precision": ctx.precision,
+            "seed": config.seed,
+            "batch_size": config.batch_size,
+            "batch_size_used": ctx.batch_size_used or config.batch_size,
+            "world_size": ctx.world_size,
+            "versions": versions(),
+            "predictions_file": predictions_file.name,
+            "per_sample_file": per_sample_file,
+            "outputs": outputs,
+            "created": now_iso(),
+            "run_config": config.to_json(),
+        }
+        write_json_atomic(run_dir / RESULT_NAME, record)
+        try:
+            self.registry.pm.hook.harness_run_finished(record=record)
+        except Exception as exc:  # a logger plugin must never fail a finished run
+            warnings.warn(f"a harness_run_finished hook failed: {exc}", stacklevel=1)
+        self.report(_summary_line(record, run_dir))
+        return record
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resume(run_dir: Path, registry: Registry | None = None, report: Reporter = _print,
+           overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Finish an interrupted run with the settings it was started with."""
+    path = run_dir / RUN_CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_NAME} there; is it a harness run directory?")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    config = RunConfig.from_json(saved)
+    config.tasks = saved["task"]
+    config.split = saved["split"]
+    for key, value in (overrides or {}).items():
+        setattr(config, key, value)
+    return Runner(config, registry, report).run(resume_dir=run_dir, only_task=saved["task"])
+
+
+def run_from_record(record: Mapping[str, Any], output: Path, registry: Registry | None = None,
+                    report: Reporter = _print) -> dict[str, Any]:
+    """Run the model again with a reference record's settings (``harness regress --run``)."""
+    config = RunConfig.from_json(record["run_config"])
+    config.tasks, config.split, config.output = record["task"], record["split"], str(output)
+    config.overrides = dict(record["protocol"])
+    return Runner(config, registry, report).run()[0]
+

@@ -1,0 +1,162 @@
+"""Registration of the built-in tasks: names, required capabilities, the paper's protocols, splits.
+
+This module imports nothing heavy so ``harness list`` stays fast; each factory names the module
+that implements the task. A third-party task is one module like ``tasks/nlvr2.py`` plus one spec
+registered the same way from its own entry point.
+"""
+
+from __future__ import annotations
+
+from harness.hookspecs import hookimpl
+from harness.specs import TaskSpec
+
+_RETRIEVAL_CAPS = ("ImagePreprocessor", "ImageEncoder", "ImageTextEmbedder")
+_VIDEO_QA_CAPS = ("ImagePreprocessor", "VideoEncoder", "VisualQuestionAnswerer")
+
+_RETRIEVAL = {
+    "image_size": 384,
+    "max_words": 30,
+    "max_text_tokens": 35,
+    "rerank": "auto",
+}
+_CAPTIONING = {
+    "image_size": 384,
+    "prompt": "a picture of ",
+    "num_beams": 3,
+    "max_length": 20,
+    "min_length": 5,
+    "repetition_penalty": 1.0,
+    "sample": False,
+    "top_p": 0.9,
+    "spice": "auto",
+}
+_VQA = {
+    "image_size": 480,
+    "mode": "rank",
+    "k_test": 128,
+    "rank_label_smoothing": 0.1,
+    "num_beams": 3,
+    "max_length": 10,
+    "min_length": 1,
+    "max_question_words": 50,
+}
+_VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform"}
+
+TASK_SPECS: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        name="coco_retrieval",
+        factory="harness_tasks.retrieval:ImageTextRetrievalTask",
+        description="COCO image-text retrieval (Karpathy 5k test): ITC shortlist, ITM re-rank of the top 256",
+        capabilities=_RETRIEVAL_CAPS,
+        protocol={**_RETRIEVAL, "k_test": 256},
+        splits=("karpathy_test_5k", "karpathy_val_5k"),
+        default_split="karpathy_test_5k",
+        data_dir="coco",
+    ),
+    TaskSpec(
+        name="flickr30k_retrieval",
+        factory="harness_tasks.retrieval:ImageTextRetrievalTask",
+        description="Flickr30k image-text retrieval (1k test): ITC shortlist, ITM re-rank of the top 128",
+        capabilities=_RETRIEVAL_CAPS,
+        protocol={**_RETRIEVAL, "k_test": 128},
+        splits=("karpathy_test_1k", "karpathy_val_1k"),
+        default_split="karpathy_test_1k",
+        data_dir="flickr30k",
+    ),
+    TaskSpec(
+        name="flickr30k_retrieval_zeroshot",
+        factory="harness_tasks.retrieval:ImageTextRetrievalTask",
+        description="Zero-shot Flickr30k retrieval with the COCO-finetuned model",
+        capabilities=_RETRIEVAL_CAPS,
+        protocol={**_RETRIEVAL, "k_test": 128},
+        splits=("karpathy_test_1k",),
+        default_split="karpathy_test_1k",
+        data_dir="flickr30k",
+    ),
+    TaskSpec(
+        name="coco_captioning",
+        factory="harness_tasks.captioning:CaptioningTask",
+        description="COCO captioning (Karpathy test): BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE",
+        capabilities=("ImagePreprocessor", "ImageEncoder", "Captioner"),
+        protocol=_CAPTIONING,
+        splits=("karpathy_test", "karpathy_val"),
+        default_split="karpathy_test",
+        data_dir="coco",
+    ),
+    TaskSpec(
+        name="nocaps",
+        factory="harness_tasks.captioning:CaptioningTask",
+        description="NoCaps validation: in-, near-, out-of-domain and overall CIDEr/SPICE",
+        capabilities=("ImagePreprocessor", "ImageEncoder", "Captioner"),
+        protocol={**_CAPTIONING, "repetition_penalty": 1.1},
+        splits=("val",),
+        default_split="val",
+        data_dir="nocaps",
+    ),
+    TaskSpec(
+        name="vqav2",
+        factory="harness_tasks.vqa:VQATask",
+        description="VQA v2: answer ranking (default) or generation; official VQA accuracy; test-set submission file",
+        capabilities=("ImagePreprocessor", "ImageEncoder", "VisualQuestionAnswerer"),
+        protocol=_VQA,
+        splits=("val", "test"),
+        default_split="val",
+        data_dir="vqav2",
+    ),
+    TaskSpec(
+        name="nlvr2",
+        factory="harness_tasks.nlvr2:NLVR2Task",
+        description="NLVR2: does a statement hold for an image pair; accuracy on dev and test-P",
+        capabilities=("ImagePreprocessor", "ImageEncoder", "PairVerifier"),
+        protocol={"image_size": 384, "max_words": 40, "max_text_tokens": 35},
+        splits=("test_p", "dev"),
+        default_split="test_p",
+        data_dir="nlvr2",
+    ),
+    TaskSpec(
+        name="visdial",
+        factory="harness_tasks.visdial:VisDialTask",
+        description="VisDial v1.0 val: rank 100 candidate answers; MRR, R@1/5/10, mean rank, NDCG",
+        capabilities=("ImagePreprocessor", "ImageEncoder", "DialogAnswerRanker"),
+        protocol={"image_size": 384, "max_text_tokens": 256, "history_rounds": 10},
+        splits=("v1.0_val",),
+        default_split="v1.0_val",
+        data_dir="visdial",
+    ),
+    TaskSpec(
+        name="msrvtt_retrieval",
+        factory="harness_tasks.video:VideoTextRetrievalTask",
+        description="Zero-shot MSRVTT text-to-video retrieval (1k-A), 8 frames, ITM re-rank of the top 128",
+        capabilities=("ImagePreprocessor", "VideoEncoder", "ImageTextEmbedder"),
+        protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided"},
+        splits=("test_1k_a",),
+        default_split="test_1k_a",
+        data_dir="msrvtt",
+    ),
+    TaskSpec(
+        name="msrvtt_qa",
+        factory="harness_tasks.video:VideoQATask",
+        description="Zero-shot MSRVTT-QA with the VQA model, 16 frames; top-1 accuracy",
+        capabilities=_VIDEO_QA_CAPS,
+        protocol=_VIDEO_QA,
+        splits=("test",),
+        default_split="test",
+        data_dir="msrvtt",
+    ),
+    TaskSpec(
+        name="msvd_qa",
+        factory="harness_tasks.video:VideoQATask",
+        description="Zero-shot MSVD-QA with the VQA model, 16 frames; top-1 accuracy",
+        capabilities=_VIDEO_QA_CAPS,
+        protocol=_VIDEO_QA,
+        splits=("test",),
+        default_split="test",
+        data_dir="msvd",
+    ),
+)
+
+
+@hookimpl
+def harness_register_tasks(registry) -> None:
+    for spec in TASK_SPECS:
+        registry.add_task(spec)
