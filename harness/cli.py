@@ -57,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             toy=args.data == "toy", split=args.split, device=args.device, precision=args.precision,
             batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
             overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
+            flush_every=args.flush_every,
         )
         records = Runner(config).run()
     if records:
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol setting, e.g. --set k_test=128 (repeatable)")
     p_run.add_argument("--output", default="results/runs", help="directory for run directories (default results/runs)")
     p_run.add_argument("--skip-bad", action="store_true", help="skip unreadable or malformed samples and count them in the result instead of stopping")
+    p_run.add_argument("--flush-every", type=int, default=64, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
     p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.set_defaults(func=cmd_run)
@@ -179,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.registry import get_registry
 
-    get_registry().pm.hook.harness_add_commands(subparsers=sub)
+    get_registry().pm.hook.harness_add_commands(subparsers=sub, toy_subparsers=toy_sub)
     return parser
 
 
@@ -195,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (nothing was saved yet); run the same command again", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.OK)

@@ -71,8 +71,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 def _coerce(key: str, value: Any, default: Any, task: str) -> Any:
     """Give an override the type of the default it replaces, so ``--set k_test=128.0`` cannot
     silently become a float where the code expects a count."""
-    if default is None or value is None or isinstance(default, str) and not isinstance(value, str):
-        return value if not isinstance(default, str) else str(value)
+    if default is None or value is None:
+        return value
+    if isinstance(default, str):
+        # A string default may stand for a choice with boolean members (spice: auto|true|false).
+        return value if isinstance(value, (str, bool)) else str(value)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value

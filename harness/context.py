@@ -51,6 +51,10 @@ class RunContext:
     world_size: int = 1
     timings: dict[str, StageTiming] = field(default_factory=dict)
     batch_size_used: int | None = None
+    """``batch_size`` after the out-of-memory halvings so far; None until a batch has run."""
+    halvings: int = 0
+    """How often an out-of-memory error halved the batches; kept across calls so later stages
+    start at the size that fits instead of failing again."""
 
     def pending(self, dataset: Dataset) -> list[Any]:
         """Samples still to do for this process: not finished in an earlier attempt, owned here."""
@@ -98,8 +102,13 @@ class RunContext:
         batch_size: int | None = None,
     ) -> Iterator[tuple[Sequence[T], Sequence[R]]]:
         """Yield ``(batch, fn(batch))`` over ``items`` with a progress bar; on a GPU out-of-memory
-        error the batch is halved and retried, and the size that worked is recorded."""
-        size = batch_size or self.batch_size
+        error the batch is halved and retried.
+
+        ``batch_size`` (default: the run's) is this call's full size; every call is shrunk by the
+        halvings so far, and ``batch_size_used`` records the run's batch size shrunk the same way,
+        so the result speaks in ``--batch-size`` units whatever size a stage asks for."""
+        requested = batch_size or self.batch_size
+        size = max(1, requested >> self.halvings)
         bar = self.progress(range(len(items)), total=len(items), desc=desc)
         update = getattr(bar, "update", None)
         start = 0
@@ -110,10 +119,11 @@ class RunContext:
             except Exception as exc:
                 if not _is_out_of_memory(exc) or size == 1:
                     raise
-                size = max(1, size // 2)
+                self.halvings += 1
+                size = max(1, requested >> self.halvings)
                 _free_cuda_cache()
                 continue
-            self.batch_size_used = min(self.batch_size_used or size, size)
+            self.batch_size_used = max(1, self.batch_size >> self.halvings)
             if update is not None:
                 update(len(batch))
             yield batch, results

@@ -42,9 +42,13 @@ def harness_register_baselines(registry: Registry) -> None:
 
 
 @hookspec
-def harness_add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add CLI subcommands (e.g. ``harness convert``). Each added parser must set
-    ``func=callable(args) -> int`` with ``set_defaults``; the callable returns an exit code."""
+def harness_add_commands(
+    subparsers: argparse._SubParsersAction, toy_subparsers: argparse._SubParsersAction
+) -> None:
+    """Add CLI subcommands: top-level ones to ``subparsers`` (BLIP's ``harness convert``) and
+    toy-suite actions to ``toy_subparsers`` (BLIP's ``harness toy train``). Each added parser must
+    set ``func=callable(args) -> int`` with ``set_defaults``; the callable returns an exit code.
+    An implementation may accept only the arguments it uses."""
 
 
 @hookspec

@@ -76,6 +76,16 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's value, in rank order, on every process."""
+        if self.world_size == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
 
 def init_distributed(device: str) -> tuple[Distributed, str]:
     """Join the process group torchrun set up (gloo on CPU, NCCL on GPU); one process otherwise."""
@@ -197,19 +207,27 @@ class Runner:
                 raise ConfigError(f"--split {self.config.split!r} is not a split of {self.config.tasks!r} (splits: {', '.join(known)})")
         if self.config.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
+        if self.config.flush_every < 1:
+            raise ConfigError("--flush-every must be at least 1")
         if self.config.limit is not None and self.config.limit < 1:
             raise ConfigError("--limit must be at least 1")
         return model, tasks
 
     def run(self, resume_dir: Path | None = None, only_task: str | None = None) -> list[dict[str, Any]]:
+        with sigterm_as_interrupt():
+            return self._run(resume_dir, only_task)
+
+    def _run(self, resume_dir: Path | None, only_task: str | None) -> list[dict[str, Any]]:
         model_spec, tasks = self.plan()
         if only_task is not None:
             tasks = [t for t in tasks if t.name == only_task]
         data_root = resolve_data_root(self.config)
         device = resolve_device(self.config.device)
         precision = resolve_precision(self.config.precision, device)
-        output = check_output_dir(Path(self.config.output))
         dist, device = init_distributed(device)
+        output = Path(self.config.output)
+        if dist.is_main:  # one process probes, so the processes of a torchrun never race on it
+            check_output_dir(output)
         records = []
         for task in tasks:
             record = self.run_task(model_spec, task, data_root, output, device, precision, dist, resume_dir)
@@ -246,9 +264,10 @@ class Runner:
             run_dir.mkdir(parents=True, exist_ok=True)
         run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main else None))
         if (run_dir / RESULT_NAME).exists():
-            record = read_record(run_dir)
+            if not dist.is_main:
+                return None
             self.report(f"{spec.name}: already finished in {run_dir}")
-            return record
+            return read_record(run_dir)
         lock = RunLock(run_dir) if dist.is_main else None
         try:
             if dist.is_main:
@@ -256,6 +275,11 @@ class Runner:
             dist.barrier()
             return self._evaluate(model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
                                   device, precision, dist, started, load_seconds)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted; the finished predictions are saved in {run_dir}; "
+                f"resume with `harness run --resume {run_dir}` (or the same command)"
+            ) from None
         finally:
             if lock is not None:
                 lock.release()
@@ -264,6 +288,9 @@ class Runner:
                   device, precision, dist, started, load_seconds) -> dict[str, Any] | None:
         config = self.config
         store = PredictionStore(run_dir, rank=dist.rank, flush_every=config.flush_every)
+        # Every process has read (and repaired) the parts left by an earlier attempt before any
+        # process appends to its own.
+        dist.barrier()
         if store.resumed_count and dist.is_main:
             self.report(f"{spec.name}: resuming {run_dir} ({store.resumed_count} samples already done)")
         ctx = RunContext(
@@ -273,39 +300,38 @@ class Runner:
         )
         ctx.timings["load_data"] = StageTiming(load_seconds, len(dataset.samples))
         try:
-            with sigterm_as_interrupt():
-                _seed_everything(config.seed)
-                with ctx.stage("load_model"):
-                    model = model_spec.build(ModelRequest(
-                        task=spec.name, protocol=protocol, weights=config.weights,
-                        device=device, precision=precision, seed=config.seed,
-                    ))
-                check_instance(model, model_spec.name, spec)
-                task.evaluate(model, dataset, ctx)
-        except OSError as exc:
-            if exc.errno not in _OUTPUT_ERRNOS:
-                raise
-            kept = len(store.predictions)
-            try:
-                store.close()
-            except OSError:
-                pass
-            raise OutputError(
-                f"cannot write to {run_dir} ({os.strerror(exc.errno)}); the predictions written before "
-                f"this ({kept}) are kept; free space and resume with `harness run --resume {run_dir}`"
-            ) from exc
-        except KeyboardInterrupt:
+            _seed_everything(config.seed)
+            with ctx.stage("load_model"):
+                model = model_spec.build(ModelRequest(
+                    task=spec.name, protocol=protocol, weights=config.weights,
+                    device=device, precision=precision, seed=config.seed,
+                ))
+            check_instance(model, model_spec.name, spec)
+            task.evaluate(model, dataset, ctx)
             store.close()
-            raise Interrupted(
-                f"interrupted: {len(store.predictions)} finished predictions are saved in {run_dir}; "
-                f"resume with `harness run --resume {run_dir}` (or the same command)"
-            ) from None
-        store.close()
-        dist.barrier()
+        except BaseException as exc:
+            # Whatever stopped the run (a bad file, a signal, a full disk), what is finished is
+            # flushed to disk so the next attempt starts from it.
+            kept = len(store.predictions) + len(store.skipped)
+            _close_quietly(store)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(
+                    f"interrupted: {kept} finished predictions are saved in {run_dir}; "
+                    f"resume with `harness run --resume {run_dir}` (or the same command)"
+                ) from None
+            if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                raise OutputError(
+                    f"cannot write to {run_dir} ({os.strerror(exc.errno)}); the predictions written before "
+                    f"this are kept; free space and resume with `harness run --resume {run_dir}`"
+                ) from exc
+            raise
+        # A collective, so also the point where every process has closed its part file.
+        batch_sizes_used = dist.gather(ctx.batch_size_used)
         if not dist.is_main:
             dist.barrier()
             return None
         store.reload()
+        ctx.batch_size_used = min((used for used in batch_sizes_used if used is not None), default=None)
         record = self._score_and_record(model_spec, model, spec, task, dataset, protocol, ctx,
                                         split, data_root, run_dir, started)
         dist.barrier()
@@ -319,7 +345,7 @@ class Runner:
         with ctx.stage("score", items=len(predictions)):
             metrics = task.score(dataset, predictions, ctx.protocol)
         levels = task.reference_levels(dataset, ctx.protocol)
-        per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol) if hasattr(task, "per_sample_metrics") else {}
+        per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol)
         per_sample_file = None
         if per_sample:
             write_jsonl_atomic(run_dir / PER_SAMPLE_NAME,
@@ -336,6 +362,7 @@ class Runner:
             "model": model_spec.name,
             "weights": weights_identity(getattr(model, "weights_name", config.weights or model_spec.name),
                                         getattr(model, "weights_files", [])),
+            "model_notes": list(getattr(model, "notes", [])),
             "metrics": metrics,
             "reference_levels": levels,
             "protocol": ctx.protocol,
@@ -373,6 +400,15 @@ class Runner:
             warnings.warn(f"a harness_run_finished hook failed: {exc}", stacklevel=1)
         self.report(_summary_line(record, run_dir))
         return record
+
+
+def _close_quietly(store: PredictionStore) -> None:
+    """Flush and close on the way out of a failed run; a second write error (the disk is still
+    full) must not hide the first."""
+    try:
+        store.close()
+    except OSError:
+        pass
 
 
 def _seed_everything(seed: int) -> None:

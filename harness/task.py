@@ -93,6 +93,13 @@ class Task(ABC):
         metrics so a reader can see how far above chance a model is. Empty if not meaningful."""
         return {}
 
+    def per_sample_metrics(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]
+    ) -> dict[str, dict[str, float]]:
+        """Per-sample values of the metrics that are means over samples (sample id -> metric ->
+        value), for bootstrap confidence intervals in ``harness compare --ci``."""
+        return {}
+
     def write_outputs(
         self, dataset: Dataset, predictions: Mapping[str, Any], run_dir: Path
     ) -> list[Path]:

@@ -122,9 +122,8 @@ def generation_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
 
 
 def spice_setting(protocol: Mapping[str, Any]) -> bool | None:
-    """``spice``: "auto" (when its models are installed), true or false. ``--set spice=false``
-    arrives as the string "False" (the protocol default is a string), so case-insensitive
-    strings are accepted as well as booleans."""
+    """``spice``: "auto" (when its models are installed), true or false; a config file may also
+    spell the booleans as strings, so case-insensitive strings are accepted."""
     value = protocol.get("spice", "auto")
     text = str(value).lower()
     if text == "auto":

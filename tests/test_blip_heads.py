@@ -305,3 +305,15 @@ def test_reduced_precision_is_autocast_and_close_to_fp32() -> None:
     torch.testing.assert_close(a.embeds, b.embeds, rtol=0, atol=0.05)
     with pytest.raises(ConfigError, match="precision 'fp8'"):
         build_blip_tiny(ModelRequest(task="coco_retrieval", protocol={"image_size": SIZE}, precision="fp8"))
+
+
+def test_cross_attention_ignores_padded_encoder_states(vqa: BlipVQAModel) -> None:
+    """transformers 5 drops the cross-attention mask; the plugin restores it (``masking.py``)."""
+    decoder = vqa.module.text_decoder
+    states = torch.randn(1, 5, 128, generator=torch.Generator().manual_seed(15))
+    padded = torch.cat([states, torch.randn(1, 3, 128)], dim=1)
+    ids = torch.tensor([[vqa.tokenizer.bos_token_id, 5, 9]])
+    with torch.inference_mode():
+        alone = decoder(input_ids=ids, encoder_hidden_states=states).logits
+        masked = decoder(input_ids=ids, encoder_hidden_states=padded, encoder_attention_mask=torch.tensor([[1] * 5 + [0] * 3])).logits
+    torch.testing.assert_close(masked, alone)

@@ -104,6 +104,18 @@ def test_probability_one_half_is_judged_false_as_blips_argmax_does(tmp_path):
     assert metrics == {"accuracy": 40.0}
 
 
+def test_an_image_recurring_in_a_later_batch_is_encoded_once_and_kept(tmp_path):
+    # Pair "a"'s left (red) image returns as the right image of a pair whose left image is
+    # encoded two batches later.
+    write_nlvr2(tmp_path, extra=[{"images": [pair_paths("c")[0], pair_paths("a")[0]], "sentence": "The right image is red", "label": "True"}])
+    task, dataset, protocol = load(tmp_path)
+    model = ColourVerifier()
+    predictions, metrics = evaluate_and_score(task, dataset, model, make_context(tmp_path / "run", protocol, batch_size=2))
+    assert model.calls["images"] == 2 * len(PAIRS)
+    assert predictions["5"]["label"] is True
+    assert metrics == {"accuracy": 100.0}
+
+
 def test_sentences_are_cut_to_the_protocols_forty_words(tmp_path):
     write_nlvr2(tmp_path, extra=[{"images": pair_paths("a"), "sentence": " ".join(["word"] * 50), "label": "True"}])
     _, dataset, _ = load(tmp_path)

@@ -42,7 +42,8 @@ HEAD_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
 ALL_CAPABILITIES: tuple[str, ...] = tuple(dict.fromkeys(c for caps in HEAD_CAPABILITIES.values() for c in caps))
 
 OFFICIAL_NLVR2_BASE = "model_base_nlvr.pth"
-OFFICIAL_NLVR2_URL = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models/model_base_nlvr.pth"
+OFFICIAL_DOWNLOADS = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models"
+"""Where BLIP's README links its released ``.pth`` files (``model_base_nlvr.pth``, ...)."""
 
 _COCO_BASE = "Salesforce/blip-itm-base-coco"
 _COCO_LARGE = "Salesforce/blip-itm-large-coco"

@@ -47,7 +47,7 @@ _TIED = (
     ("text_decoder.cls.predictions.decoder.weight", "text_decoder.bert.embeddings.word_embeddings.weight"),
     ("text_decoder.cls.predictions.decoder.bias", "text_decoder.cls.predictions.bias"),
 )
-"""(key, the key it is tied to): older savers wrote only one of each pair."""
+"""(key, the key it is tied to): a checkpoint may hold only one of a tied pair; both are the same tensor."""
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
@@ -251,7 +251,7 @@ def module_from_official(
         vision,
         text,
         image_text_hidden_size=converted["vision_proj.weight"].shape[0] if "vision_proj.weight" in converted else 256,
-        merge_layer=_nlvr2_merge_layer(converted, text.num_hidden_layers),
+        merge_layer=_nlvr2_merge_layer(converted, text.num_hidden_layers) if head == NLVR2 else nlvr2.DEFAULT_MERGE_LAYER,
     )
     load_state_strict(module, converted, source)
     return module.eval(), tokenizer
@@ -265,6 +265,7 @@ def saved_image_size(state: Mapping[str, torch.Tensor]) -> int:
 
 
 def _nlvr2_merge_layer(state: Mapping[str, torch.Tensor], layers: int) -> int:
+    """The first text layer whose twin cross-attention merges (has ``merge_layer`` weights)."""
     merging = [
         int(match.group(1))
         for key in state

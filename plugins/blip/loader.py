@@ -128,9 +128,10 @@ def _from_pretrained(directory: Path, head: str, name: str, notes: list[str]) ->
 
 
 def make_blip_faithful(config: Any) -> list[str]:
-    """Correct the Hugging Face BLIP configs where they differ from BLIP's released models: the
-    ViT's LayerNorm eps (BLIP: 1e-6, hub configs: 1e-5) and, for BERT-base text modules, 12 heads
-    of 64 dimensions. Returns a note per change so results can say what was adjusted."""
+    """Align a Hugging Face BLIP config with BLIP's own models where transformers' defaults differ:
+    the ViT's LayerNorm eps (BLIP 1e-6; transformers' default and, as reported in LAVIS issue 106,
+    the hub configs: 1e-5) and, for a BERT-base text module, 12 heads of 64 dimensions
+    (transformers' default is 8). Returns a note per change so a run can say what it adjusted."""
     notes = []
     vision, text = config.vision_config, config.text_config
     if vision.layer_norm_eps != BLIP_VISION_LAYER_NORM_EPS:

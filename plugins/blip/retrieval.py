@@ -90,30 +90,37 @@ class BlipRetrievalModel(BlipModel):
     ) -> torch.Tensor:
         """ITM logits (P,) for image ``image_rows[i]`` with text ``text_rows[i]``, float32 on CPU.
 
-        Pairs are sorted by image so a chunk holds few distinct images, each chunk gathers its
-        image tokens once, and texts are cut to the chunk's longest. ``itm_logits`` is the single
-        forward pass a faster implementation can replace.
+        Pairs are sorted by image so that a chunk holds few distinct images; each chunk moves
+        those images' tokens to the device once and cuts its texts to the chunk's longest.
+        ``itm_logits`` is the one forward pass a faster implementation can replace.
         """
         scores = torch.empty(len(image_rows), dtype=torch.float32)
         order = torch.argsort(image_rows, stable=True)
         for start in range(0, len(order), self.match_batch_size):
             chunk = order[start : start + self.match_batch_size]
-            tokens = self.on_device(image_tokens[image_rows[chunk].to(image_tokens.device)])
+            images, image_index = torch.unique_consecutive(image_rows[chunk], return_inverse=True)
+            tokens = self.on_device(image_tokens[images.to(image_tokens.device)])
             rows = text_rows[chunk].to(input_ids.device)
             mask = attention_mask[rows].to(self.device)
             length = int(mask.sum(dim=1).max())
             ids = input_ids[rows].to(self.device)[:, :length].clone()
             ids[:, 0] = self.enc_token_id
             with self.autocast():
-                scores[chunk] = self.itm_logits(tokens, ids, mask[:, :length]).float().cpu()
+                logits = self.itm_logits(tokens, image_index.to(self.device), ids, mask[:, :length])
+            scores[chunk] = logits.float().cpu()
         return scores
 
-    def itm_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(N, L, H) image tokens, (N, T) ids with ``[ENC]`` first -> (N,) "match" logits."""
+    def itm_logits(
+        self, image_tokens: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Distinct images' tokens (U, L, H), each text's image (N,) and its ids (N, T) with
+        ``[ENC]`` first -> (N,) "match" logits. This plain path repeats each image's tokens for
+        every text it is paired with."""
+        pair_tokens = image_tokens[image_index]
         hidden = self.module.text_encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            encoder_hidden_states=image_tokens,
-            encoder_attention_mask=self.image_mask(image_tokens),
+            encoder_hidden_states=pair_tokens,
+            encoder_attention_mask=self.image_mask(pair_tokens),
         ).last_hidden_state
         return self.module.itm_head(hidden[:, 0])[:, 1]

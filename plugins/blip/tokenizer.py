@@ -10,7 +10,6 @@ letters as a fallback), built in memory so it exists offline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ ENC_TOKEN = "[ENC]"
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 BERT_TOKENIZER_IDS: tuple[str, ...] = ("google-bert/bert-base-uncased", "bert-base-uncased")
-"""Where BLIP's tokenizer comes from; any Salesforce BLIP repository in the cache also carries it."""
+"""Where BLIP's tokenizer comes from (BLIP builds it from ``bert-base-uncased``)."""
 
 _TINY_COMMON_WORDS = """
 a an the one two three four five six zero no yes true false not none is are was be it its this that
@@ -85,19 +84,22 @@ def has_tokenizer(directory: Path) -> bool:
     return any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))
 
 
-def find_bert_tokenizer(extra_hub_ids: Iterable[str] = ()) -> tuple[Any, str]:
+def find_bert_tokenizer() -> tuple[Any, str]:
     """BERT-base-uncased's tokenizer from the local Hugging Face cache (never downloaded), with
     BLIP's tokens; returns it and the repository it came from. Official ``.pth`` checkpoints carry
-    no tokenizer, so this is where theirs comes from."""
+    no tokenizer, so this is where theirs comes from; any cached Salesforce BLIP repository holds
+    the same vocabulary and serves as well."""
+    from harness_plugins.blip.catalog import BASE_WEIGHTS, LARGE_WEIGHTS
     from harness_plugins.blip.weights import cached_hub_dir
 
-    candidates = (*BERT_TOKENIZER_IDS, *extra_hub_ids)
+    blip_repos = sorted({name for name in (*BASE_WEIGHTS.values(), *LARGE_WEIGHTS.values()) if "/" in name})
+    candidates = (*BERT_TOKENIZER_IDS, *blip_repos)
     for repo_id in candidates:
         directory = cached_hub_dir(repo_id)
         if directory is not None and has_tokenizer(directory):
             return load_tokenizer(directory), repo_id
     raise ModelLoadError(
-        "BLIP's tokenizer (BERT-base-uncased) is not in the local Hugging Face cache; looked for "
+        "BLIP's tokenizer (BERT-base-uncased) is not in the local Hugging Face cache; looked in "
         f"{', '.join(candidates)}. Run `huggingface-cli download {BERT_TOKENIZER_IDS[0]}` on a machine "
         "with internet (copy ~/.cache/huggingface here), or pass a tokenizer directory"
     )

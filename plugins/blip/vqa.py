@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.capabilities import GenerationSettings, VisualFeatures
+from harness.specs import ModelRequest
 from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import VQA
 from harness_plugins.blip.generation import decoding_kwargs
+from harness_plugins.blip.loader import LoadedBlip
 
 DEFAULT_LABEL_SMOOTHING = 0.1
 SCORED_SEQUENCES_PER_PASS = 256
@@ -100,8 +102,8 @@ class BlipVQAModel(BlipModel):
 
     head = VQA
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, loaded: LoadedBlip, request: ModelRequest, image_size: int) -> None:
+        super().__init__(loaded, request, image_size)
         self._answer_tokens: tuple[tuple[str, ...], torch.Tensor, torch.Tensor] | None = None
 
     # VisualQuestionAnswerer

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ModelLoadError
+from harness_plugins.blip.catalog import OFFICIAL_DOWNLOADS
 
 WEIGHTS_DIR_ENV = "HARNESS_WEIGHTS_DIR"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/harness/weights")
@@ -65,9 +66,9 @@ def resolve_weights(weights: str) -> WeightsSource:
         if path.name == weights and candidate.is_file():
             return WeightsSource(OFFICIAL, weights, candidate)
         raise ModelLoadError(
-            f"weights file {weights!r} not found (looked at {path} and {candidate}); download the official "
-            f"BLIP checkpoint {path.name} on a machine with internet and put it in ${WEIGHTS_DIR_ENV} "
-            f"(now {weights_dir()}) or pass --weights /path/to/{path.name}"
+            f"weights file {weights!r} not found (looked at {path} and {candidate}); download it on a machine "
+            f"with internet (BLIP's releases: {OFFICIAL_DOWNLOADS}/{path.name}) and put it in "
+            f"${WEIGHTS_DIR_ENV} (now {weights_dir()}), or pass --weights /path/to/{path.name}"
         )
     if _HUB_ID.fullmatch(weights):
         directory = cached_hub_dir(weights)
