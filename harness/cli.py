@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             toy=args.data == "toy", split=args.split, device=args.device, precision=args.precision,
             batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
             overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
-            flush_every=args.flush_every,
+            flush_every=args.flush_every, feature_cache=args.feature_cache,
         )
         records = Runner(config).run()
     if records:
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--precision", default="auto", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
     p_run.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32; halved automatically on GPU out-of-memory)")
     p_run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding images and videos (default 0)")
+    p_run.add_argument("--feature-cache", metavar="DIR", help="reuse vision-encoder features across tasks and runs from DIR ('auto': $HARNESS_CACHE/features); keyed by weights, preprocessing, precision and image content (default off)")
     p_run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
     p_run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol setting, e.g. --set k_test=128 (repeatable)")

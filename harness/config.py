@@ -41,6 +41,9 @@ class RunConfig:
     quiet: bool = False
     skip_bad: bool = False
     flush_every: int = 64
+    feature_cache: str | None = None
+    """Directory of the on-disk vision-feature cache (``harness.cache``), ``auto`` for
+    ``$HARNESS_CACHE/features``, or None (off). Not protocol: it changes speed, not results."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

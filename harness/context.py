@@ -9,11 +9,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from harness.errors import DataError
 from harness.predictions import PredictionStore
 from harness.task import Dataset
+
+if TYPE_CHECKING:
+    from harness.cache import FeatureCache
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +48,8 @@ class RunContext:
     batch_size: int = 32
     seed: int = 0
     num_workers: int = 0
+    feature_cache: FeatureCache | None = None
+    """Where vision features are reused across tasks and runs (``harness.cache``); None: off."""
     quiet: bool = False
     skip_bad: bool = False
     rank: int = 0
@@ -117,7 +122,7 @@ class RunContext:
             try:
                 results = fn(batch)
             except Exception as exc:
-                if not _is_out_of_memory(exc) or size == 1:
+                if not _is_out_of_memory(exc) or len(batch) == 1:
                     raise
                 self.halvings += 1
                 size = max(1, requested >> self.halvings)

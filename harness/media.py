@@ -8,6 +8,7 @@ JPEG and H.264 decoding.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -99,6 +100,16 @@ def frame_indices(total: int, num_frames: int, sampling: str) -> list[int]:
         step = total // num_frames
         return [i * step for i in range(num_frames)]
     return [((2 * i + 1) * total) // (2 * num_frames) for i in range(num_frames)]
+
+
+def decoder_threads(num_workers: int, cpu_count: int | None = None) -> int:
+    """Threads for decord's decoder: one per DataLoader worker when there are workers (they
+    already decode in parallel, and more threads would only contend for the same cores), else up
+    to four in the main process, where a single thread would leave the other cores idle. Frame
+    threading is bit-exact, so the frames do not depend on this choice."""
+    if num_workers > 0:
+        return 1
+    return max(1, min(4, cpu_count if cpu_count is not None else os.cpu_count() or 1))
 
 
 def load_video_frames(

@@ -8,11 +8,11 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import harness
 
@@ -21,15 +21,14 @@ RESULT_NAME = "result.json"
 PER_SAMPLE_NAME = "per_sample.jsonl"
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
+def _write_atomic(path: Path, write: Callable[[TextIO], None]) -> Path:
     """Write through a temp file in the same directory, fsync, then rename: a reader sees the old
     file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -37,21 +36,22 @@ def write_json_atomic(path: Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    def write(handle: TextIO) -> None:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+
+    return _write_atomic(path, write)
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def write(handle: TextIO) -> None:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+
+    return _write_atomic(path, write)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.cache import open_feature_cache
 from harness.config import (
     RunConfig,
     check_output_dir,
@@ -296,6 +297,7 @@ class Runner:
         ctx = RunContext(
             protocol=dict(protocol), predictions=store, device=device, precision=precision,
             batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers,
+            feature_cache=open_feature_cache(config.feature_cache),
             quiet=config.quiet, skip_bad=config.skip_bad, rank=dist.rank, world_size=dist.world_size,
         )
         ctx.timings["load_data"] = StageTiming(load_seconds, len(dataset.samples))

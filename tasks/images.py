@@ -16,12 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from harness.cache import cached_batches, feature_store
 from harness.capabilities import VisualFeatures
 from harness.errors import DataError
 from harness.media import load_image, pixel_batches
 from harness.task import Dataset, Task
 
 if TYPE_CHECKING:
+    from harness.cache import FeatureStore
     from harness.context import RunContext
 
 
@@ -46,13 +48,14 @@ def encoded_samples(
     slot whose rows align with ``chunk`` (so a head can be called on chunks of any size, and
     again on smaller ones after an out-of-memory error). A sample with an unreadable image is
     passed to ``ctx.skip_or_raise`` with the file's error and the sample's id. Features are
-    dropped as soon as no remaining sample needs them.
+    dropped as soon as no remaining sample needs them. With a feature cache, cached images come
+    first, read from disk instead of decoded and encoded.
     """
-    position: dict[Path, int] = {}
-    for sample in samples:
-        for path in sample.images:
-            position.setdefault(path, len(position))
-    order = list(position)
+    unique = list(dict.fromkeys(path for sample in samples for path in sample.images))
+    store = feature_store(ctx, model, media="image")
+    cached, to_encode = store.split(unique) if store is not None else ([], unique)
+    order = cached + to_encode
+    position = {path: number for number, path in enumerate(order)}
     # A sample is ready once the last of its images is encoded; sorting by that image's position
     # makes samples ready in order as the batches go by.
     queue = sorted(samples, key=lambda sample: max(position[path] for path in sample.images))
@@ -63,14 +66,13 @@ def encoded_samples(
     def gather(chunk: Sequence[S]) -> list[VisualFeatures]:
         return [_stack_rows([features[sample.images[slot]] for sample in chunk]) for slot in range(len(chunk[0].images))]
 
-    batches = pixel_batches(order, load_image, model.preprocess, ctx.batch_size, ctx.num_workers)
+    batches = _visual_batches(model, cached, to_encode, store, ctx)
     done = 0
     next_sample = 0
-    for good, pixels, failures in ctx.progress(batches, total=math.ceil(len(order) / ctx.batch_size), desc=desc):
+    total = math.ceil(len(cached) / ctx.batch_size) + math.ceil(len(to_encode) / ctx.batch_size)
+    for good, visual, failures in ctx.progress(batches, total=total, desc=desc):
         failed.update(failures)
-        if good:
-            with ctx.stage("encode_images", items=len(good)):
-                visual = model.encode_images(pixels)
+        if visual is not None:
             features.update((path, (visual, row)) for row, path in enumerate(good))
         done += len(good) + len(failures)
         ready: list[S] = []
@@ -96,6 +98,22 @@ def encoded_samples(
         for path, (visual, row) in features.items():
             if len(visual.tokens) > 1:
                 features[path] = (_rows(visual, row), 0)
+
+
+def _visual_batches(
+    model: Any, cached: list[Path], to_encode: list[Path], store: FeatureStore | None, ctx: RunContext
+) -> Iterator[tuple[list[Path], VisualFeatures | None, list[tuple[Path, DataError]]]]:
+    """``(images, their features, failures)`` per batch: ``cached`` read from ``store``, then
+    ``to_encode`` decoded, encoded and (with a store) saved."""
+    yield from cached_batches(store, cached, ctx)
+    for good, pixels, failures in pixel_batches(to_encode, load_image, model.preprocess, ctx.batch_size, ctx.num_workers):
+        visual = None
+        if good:
+            with ctx.stage("encode_images", items=len(good)):
+                visual = model.encode_images(pixels)
+            if store is not None:
+                store.save(good, visual)
+        yield good, visual, failures
 
 
 def _rows(visual: VisualFeatures, row: int) -> VisualFeatures:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.annotations import fingerprint, read_json, read_jsonl, require_fields, resolve_media_path
+from harness.cache import cached_batches, feature_store
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.errors import ConfigError, DataError
-from harness.media import FRAME_SAMPLINGS, load_video_frames, pixel_batches
+from harness.media import FRAME_SAMPLINGS, decoder_threads, load_video_frames, pixel_batches
 from harness.metrics.classification import accuracy
 from harness.metrics.retrieval import mean_rank, median_rank, recall_at_k
 from harness.task import Dataset, Task
@@ -56,9 +57,15 @@ def encoded_videos(
 ) -> Iterator[tuple[list[Path], VisualFeatures | None, list[tuple[Path, DataError]]]]:
     """Decode (in DataLoader workers with ``--num-workers``) and encode ``videos`` in batches of
     ``--batch-size`` videos: ``(decoded videos, their features, failures)`` per batch. A batch
-    that runs out of accelerator memory is encoded in halves."""
+    that runs out of accelerator memory is encoded in halves. With a feature cache, cached
+    videos come first, read from disk."""
     num_frames, sampling = frame_settings(ctx.protocol)
-    load = partial(load_video_frames, num_frames=num_frames, sampling=sampling)
+    store = feature_store(ctx, model, media="video", num_frames=num_frames, frame_sampling=sampling)
+    cached, videos = store.split(list(videos)) if store is not None else ([], videos)
+    yield from cached_batches(store, cached, ctx)
+    load = partial(
+        load_video_frames, num_frames=num_frames, sampling=sampling, num_threads=decoder_threads(ctx.num_workers)
+    )
     batches = pixel_batches(videos, load, model.preprocess, ctx.batch_size, ctx.num_workers)
     total = -(-len(videos) // ctx.batch_size)
     for good, frames, failed in ctx.progress(batches, total=total, desc="encode videos"):
@@ -67,7 +74,10 @@ def encoded_videos(
             continue
         with ctx.stage("encode_videos", items=len(good)):
             parts = [part for _, part in ctx.map_batches(frames, model.encode_videos, batch_size=len(frames))]
-        yield good, concat_visual(parts), failed
+        visual = concat_visual(parts)
+        if store is not None:
+            store.save(good, visual)
+        yield good, visual, failed
 
 
 def unreadable_videos(users: Mapping[Path, Sequence[str]], protocol: Mapping[str, Any], max_workers: int = 8) -> list[str]:

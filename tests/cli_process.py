@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 PART_GLOB = "*/predictions.part*.jsonl"
 
 
@@ -55,60 +53,83 @@ def run_harness(args: Sequence[str], cache: Path, timeout: float = 300,
 
 
 def start(command: Sequence[str], cache: Path, preexec_fn: Callable[[], None] | None = None) -> subprocess.Popen:
-    """A command started in its own session (so its whole process group can be signalled)."""
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=harness_env(cache), start_new_session=True, preexec_fn=preexec_fn)
+                            env=harness_env(cache), preexec_fn=preexec_fn)
+
+
+def _complete_lines(part: Path) -> list[bytes]:
+    return [line for line in part.read_bytes().splitlines(keepends=True) if line.endswith(b"\n")]
 
 
 def finished_records(output: Path) -> list[dict[str, Any]]:
     """The complete lines of every prediction part file under the run directories of ``output``
     (a line cut short by a kill is not a finished prediction)."""
-    records = []
-    for part in sorted(output.glob(PART_GLOB)):
-        for line in part.read_bytes().splitlines(keepends=True):
-            if line.endswith(b"\n"):
-                records.append(json.loads(line))
-    return records
+    return [json.loads(line) for part in sorted(output.glob(PART_GLOB)) for line in _complete_lines(part)]
 
 
-def wait_for_predictions(proc: subprocess.Popen, output: Path, at_least: int, timeout: float = 240) -> int:
-    """Poll until the run has ``at_least`` finished predictions on disk; fails if it ends first."""
+def wait_for_predictions(proc: subprocess.Popen, output: Path, at_least: int, parts: int = 1,
+                         timeout: float = 240) -> None:
+    """Poll until ``at_least`` finished predictions are on disk, written by at least ``parts``
+    processes (part files); fails if the run ends first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = len(finished_records(output))
-        if done >= at_least:
-            return done
+        counts = [len(_complete_lines(part)) for part in output.glob(PART_GLOB)]
+        if sum(counts) >= at_least and sum(1 for n in counts if n) >= parts:
+            return
         if proc.poll() is not None:
             stdout, stderr = proc.communicate()
-            raise AssertionError(f"the run ended (exit {proc.returncode}) with {done} predictions on disk:\n{stdout}\n{stderr}")
+            raise AssertionError(f"the run ended (exit {proc.returncode}) with {counts} predictions on disk:\n{stdout}\n{stderr}")
         time.sleep(0.02)
-    raise AssertionError(f"no {at_least} predictions on disk after {timeout} s")
+    raise AssertionError(f"not {at_least} predictions from {parts} processes on disk after {timeout} s")
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process and everything it started (torchrun's workers), as a pre-emption does."""
-    os.killpg(proc.pid, signal.SIGKILL)
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from ``/proc`` (torchrun starts its workers in new sessions,
+    so they are not in its process group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started at once, as a pre-empted machine does."""
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 STOP_AFTER = 8
 """Predictions on disk before a test stops a run: enough to resume from, far from its end."""
 
 
-def stop_midway(command: Sequence[str], output: Path, cache: Path, sig: signal.Signals,
+def stop_midway(command: Sequence[str], output: Path, cache: Path, sig: signal.Signals, parts: int = 1,
                 preexec_fn: Callable[[], None] | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Start ``command``, send ``sig`` once STOP_AFTER predictions are on disk (SIGKILL goes to
-    the whole process group), and return how it ended and the sample ids it left on disk."""
+    """Start ``command``, send ``sig`` once STOP_AFTER predictions from ``parts`` processes are on
+    disk (SIGKILL goes to the whole process tree), and return how it ended and the sample ids it
+    left on disk."""
     proc = start(command, cache, preexec_fn=preexec_fn)
     try:
-        wait_for_predictions(proc, output, STOP_AFTER)
+        wait_for_predictions(proc, output, STOP_AFTER, parts)
         if sig == signal.SIGKILL:
-            kill_group(proc)
+            kill_tree(proc)
         else:
             proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            kill_group(proc)
+            kill_tree(proc)
             proc.wait()
     on_disk = {record["sample_id"] for record in finished_records(output)}
     assert STOP_AFTER <= len(on_disk) < VISDIAL_SAMPLES, "the run was not stopped midway"
@@ -150,16 +171,14 @@ SCORE_STAGE = "score_answers"
 
 
 def visdial_args(data_root: Path) -> list[str]:
-    """VisDial rounds, 2 per model call, each prediction fsynced at once (``--flush-every 1``)."""
+    """VisDial rounds one per model call, each prediction fsynced at once (``--flush-every 1``).
+
+    One sample per batch makes every score independent of which samples share a batch: in fp32
+    on CPU, another batch mix (what a resumed run or another process count gives) changes scores
+    in their last bits, and the tiny model's candidate scores lie closer together than that, so
+    only batch size 1 makes "the same metrics" an exact, non-flaky claim."""
     return ["--model", "blip-tiny", "--task", "visdial", "--data-root", str(data_root), "--limit",
-            str(VISDIAL_SAMPLES), "--batch-size", "2", "--flush-every", "1", "--device", "cpu", "--quiet"]
-
-
-def assert_same_predictions(got: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Same samples with the same candidate scores (up to float noise of other batch mixes)."""
-    assert got.keys() == expected.keys()
-    for sample_id, scores in expected.items():
-        assert got[sample_id] == pytest.approx(scores, rel=1e-6, abs=1e-7), sample_id
+            str(VISDIAL_SAMPLES), "--batch-size", "1", "--flush-every", "1", "--device", "cpu", "--quiet"]
 
 
 def assert_resumed_exactly(run_dir: Path, on_disk: set[str], reference: tuple[dict, dict]) -> None:
@@ -173,5 +192,5 @@ def assert_resumed_exactly(run_dir: Path, on_disk: set[str], reference: tuple[di
     # The model scored only the rounds missing on disk: nothing finished was recomputed.
     assert record["timings"]["stages"][SCORE_STAGE]["items"] == VISDIAL_SAMPLES - len(on_disk)
     assert record["metrics"] == expected_record["metrics"]
-    assert_same_predictions(read_predictions(run_dir), expected_predictions)
+    assert read_predictions(run_dir) == expected_predictions
     assert not list(run_dir.glob("predictions.part*.jsonl"))

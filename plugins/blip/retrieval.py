@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.capabilities import DialogContext, TextFeatures, VisualFeatures
+from harness_plugins.blip import fast_itm
 from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import RETRIEVAL
 
@@ -35,6 +36,10 @@ class BlipRetrievalModel(BlipModel):
     head = RETRIEVAL
     match_batch_size = 256
     """Pairs per text-encoder forward pass in ``match``."""
+    fast_itm = True
+    """ITM through ``fast_itm`` (each image's cross-attention keys and values computed once);
+    False runs transformers' text encoder on the image tokens repeated per pair, the reference
+    that the parity test and the benchmarks compare against."""
 
     def image_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.module.vision_proj(tokens[:, 0]).float(), dim=-1)
@@ -114,8 +119,10 @@ class BlipRetrievalModel(BlipModel):
         self, image_tokens: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Distinct images' tokens (U, L, H), each text's image (N,) and its ids (N, T) with
-        ``[ENC]`` first -> (N,) "match" logits. This plain path repeats each image's tokens for
-        every text it is paired with."""
+        ``[ENC]`` first -> (N,) "match" logits. Without ``fast_itm`` each image's tokens are
+        repeated for every text paired with it."""
+        if self.fast_itm:
+            return fast_itm.itm_logits(self.module, image_tokens, image_index, input_ids, attention_mask)
         pair_tokens = image_tokens[image_index]
         hidden = self.module.text_encoder(
             input_ids=input_ids,
