@@ -36,6 +36,14 @@ class VisualFeatures:
     embeds: torch.Tensor | None
     tokens: torch.Tensor
 
+    @staticmethod
+    def concat(parts: Sequence[VisualFeatures]) -> VisualFeatures:
+        """Row-wise concatenation of encoded batches (no ITC embeddings if any batch has none)."""
+        import torch
+
+        embeds = None if any(p.embeds is None for p in parts) else torch.cat([p.embeds for p in parts])
+        return VisualFeatures(embeds=embeds, tokens=torch.cat([p.tokens for p in parts]))
+
 
 @dataclass
 class TextFeatures:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,9 +148,8 @@ def check_output_dir(path: Path) -> Path:
     """Create the output directory or fail with one line saying why."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
     except OSError as exc:
         from harness.errors import OutputError
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from harness.errors import DataError
+from harness.errors import DataError, ResourceError
 from harness.predictions import PredictionStore
 from harness.task import Dataset
 
@@ -122,8 +122,13 @@ class RunContext:
             try:
                 results = fn(batch)
             except Exception as exc:
-                if not _is_out_of_memory(exc) or len(batch) == 1:
+                if not _is_out_of_memory(exc):
                     raise
+                if len(batch) == 1:
+                    raise ResourceError(
+                        f"out of accelerator memory at batch size 1{f' ({desc})' if desc else ''}: "
+                        "try --precision bf16, a smaller model, or a device with more memory"
+                    ) from exc
                 self.halvings += 1
                 size = max(1, requested >> self.halvings)
                 _free_cuda_cache()

@@ -49,6 +49,10 @@ class OutputError(HarnessError):
     """The output directory cannot be written, or another run is writing into it."""
 
 
+class ResourceError(HarnessError):
+    """The accelerator ran out of memory even at batch size 1."""
+
+
 class Interrupted(HarnessError):
     """The run was stopped by a signal after flushing what it had finished."""
 

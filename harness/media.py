@@ -122,6 +122,9 @@ def load_video_frames(
     """
     import decord
 
+    # Quiets ffmpeg's messages ("moov atom not found"); decord's own C++ log line on a failed open
+    # cannot be silenced from Python, so a broken video may add that one line to stderr.
+    decord.logging.set_level(decord.logging.QUIET)
     path = Path(path)
     _check_file(path, "video")
     try:

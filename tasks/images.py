@@ -110,7 +110,8 @@ def _visual_batches(
         visual = None
         if good:
             with ctx.stage("encode_images", items=len(good)):
-                visual = model.encode_images(pixels)
+                parts = [part for _, part in ctx.map_batches(pixels, model.encode_images, batch_size=len(pixels))]
+            visual = VisualFeatures.concat(parts)
             if store is not None:
                 store.save(good, visual)
         yield good, visual, failures

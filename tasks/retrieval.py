@@ -108,14 +108,6 @@ def positive_int(protocol: Mapping[str, Any], key: str) -> int:
 # -- features -------------------------------------------------------------------------------------
 
 
-def concat_visual(parts: Sequence[VisualFeatures]) -> VisualFeatures:
-    """Row-wise concatenation of encoded batches (no ITC embeddings if any batch has none)."""
-    import torch
-
-    embeds = None if any(part.embeds is None for part in parts) else torch.cat([part.embeds for part in parts])
-    return VisualFeatures(embeds=embeds, tokens=torch.cat([part.tokens for part in parts]))
-
-
 def encode_texts(model: Any, texts: Sequence[str], ctx: RunContext) -> TextFeatures:
     """All texts' features in one TextFeatures; token ids are right-padded (mask 0) to the
     longest batch, so a model that pads per batch still yields one id matrix."""
@@ -493,5 +485,5 @@ class ImageTextRetrievalTask(CaptionRetrievalTask, ImageTask):
         for ready, gather in encoded_samples(model, samples, ctx):
             gallery += ready
             parts += gather(ready)
-        return gallery, concat_visual(parts) if parts else None
+        return gallery, VisualFeatures.concat(parts) if parts else None
 

@@ -28,7 +28,7 @@ from harness.metrics.classification import accuracy
 from harness.metrics.retrieval import mean_rank, median_rank, recall_at_k
 from harness.task import Dataset, Task
 from harness_tasks.records import collect_records, split_entry
-from harness_tasks.retrieval import RECALL_KS, CaptionRetrievalTask, concat_visual, positive_int
+from harness_tasks.retrieval import RECALL_KS, CaptionRetrievalTask, positive_int
 from harness_tasks.text import pre_caption, pre_question
 from harness_tasks.vqa import answer_mode, read_answer_list
 
@@ -74,7 +74,7 @@ def encoded_videos(
             continue
         with ctx.stage("encode_videos", items=len(good)):
             parts = [part for _, part in ctx.map_batches(frames, model.encode_videos, batch_size=len(frames))]
-        visual = concat_visual(parts)
+        visual = VisualFeatures.concat(parts)
         if store is not None:
             store.save(good, visual)
         yield good, visual, failed
@@ -168,7 +168,7 @@ class VideoTextRetrievalTask(CaptionRetrievalTask):
             if visual is not None:
                 gallery += [by_video[video] for video in good]
                 parts.append(visual)
-        return gallery, concat_visual(parts) if parts else None
+        return gallery, VisualFeatures.concat(parts) if parts else None
 
     def metrics_from_ranks(self, to_text: Sequence[int], to_visual: Sequence[int]) -> dict[str, float]:
         """``t2v_*`` (text-to-video, per caption) and ``v2t_*`` (per video): R@1/5/10, median

@@ -11,13 +11,9 @@ import torch.nn.functional as F
 from transformers import BlipTextConfig, BlipVisionConfig
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip.nlvr2 import (
-    BlipNLVR2Model,
-    convert_official_nlvr2_state_dict,
-    load_nlvr2,
-    load_official_nlvr2,
-    save_nlvr2,
-)
+from harness_plugins.blip.checkpoint import read_checkpoint, to_transformers_layout
+from harness_plugins.blip.nlvr2 import BlipNLVR2Model, load_nlvr2, save_nlvr2
+from harness_plugins.blip.state_dicts import load_state_strict
 from harness_plugins.blip.resolution import set_image_size
 
 LAYERS = 4
@@ -35,6 +31,13 @@ def tiny_configs() -> tuple[BlipVisionConfig, BlipTextConfig]:
         bos_token_id=1, eos_token_id=2, pad_token_id=0, sep_token_id=2,
     )
     return vision, text
+
+
+def load_official_nlvr2(path, vision, text, merge_layer):
+    """BLIP's released file through the plugin's shared official-checkpoint path."""
+    model = BlipNLVR2Model(vision, text, merge_layer=merge_layer)
+    load_state_strict(model, to_transformers_layout(read_checkpoint(path), str(path)), str(path))
+    return model.eval()
 
 
 def build_model(merge_layer: int = MERGE_LAYER, seed: int = 0) -> BlipNLVR2Model:
@@ -225,12 +228,18 @@ def test_merge_threshold_mismatch_is_refused(model, tmp_path):
         load_official_nlvr2(path, vision, text, merge_layer=3)
 
 
-def test_unknown_official_keys_are_named(model):
+def test_unknown_official_keys_are_named(model, tmp_path):
     state = official_state_dict(model)
     state["visual_encoder.head.weight"] = torch.zeros(2, 24)
+    with pytest.raises(ModelLoadError, match=r"unknown BLIP ViT keys visual_encoder\.head\.weight"):
+        to_transformers_layout(state, "model_base_nlvr.pth")
+    del state["visual_encoder.head.weight"]
     state["itm_head.weight"] = torch.zeros(2, 32)
-    with pytest.raises(ModelLoadError, match=r"visual_encoder\.head\.weight, itm_head\.weight"):
-        convert_official_nlvr2_state_dict(state)
+    path = tmp_path / "model_base_nlvr.pth"
+    torch.save({"model": state}, path)
+    vision, text = tiny_configs()
+    with pytest.raises(ModelLoadError, match=r"unexpected keys itm_head\.weight"):
+        load_official_nlvr2(path, vision, text, merge_layer=MERGE_LAYER)
 
 
 def test_save_and_load_round_trip(model, inputs, tmp_path):

@@ -27,6 +27,7 @@ from harness.errors import ModelLoadError
 from harness_plugins.blip import nlvr2
 from harness_plugins.blip.catalog import CAPTION, NLVR2, RETRIEVAL, VQA
 from harness_plugins.blip.resolution import interpolate_position_embedding, patch_grid
+from harness_plugins.blip.state_dicts import first_names, load_state_strict, rename_official_vision_key
 
 BLIP_VISION_LAYER_NORM_EPS = 1e-6
 """BLIP's ViT uses LayerNorm eps 1e-6 (transformers' default is 1e-5)."""
@@ -84,7 +85,7 @@ def detect_head(keys: Iterable[str], source: str) -> str:
     top = {key.split(".", 1)[0] for key in keys}
     if not top & {"visual_encoder", "vision_model"}:
         raise ModelLoadError(
-            f"{source}: not a BLIP checkpoint: no vision encoder keys (top-level names: {_first(sorted(top))})"
+            f"{source}: not a BLIP checkpoint: no vision encoder keys (top-level names: {first_names(sorted(top))})"
         )
     if "cls_head" in top:
         return NLVR2
@@ -99,7 +100,7 @@ def detect_head(keys: Iterable[str], source: str) -> str:
         return CAPTION
     if "itm_head" in top:
         return RETRIEVAL
-    raise ModelLoadError(f"{source}: BLIP vision keys but no known head (top-level names: {_first(sorted(top))})")
+    raise ModelLoadError(f"{source}: BLIP vision keys but no known head (top-level names: {first_names(sorted(top))})")
 
 
 def to_transformers_layout(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -112,7 +113,7 @@ def to_transformers_layout(state: Mapping[str, torch.Tensor], source: str) -> di
         if top.endswith("_m") or _TRAINING_ONLY.fullmatch(key):
             continue
         if top == "visual_encoder":
-            renamed = nlvr2.rename_official_vision_key(rest)
+            renamed = rename_official_vision_key(rest)
             if renamed is None:
                 unknown.append(key)
             else:
@@ -120,7 +121,7 @@ def to_transformers_layout(state: Mapping[str, torch.Tensor], source: str) -> di
         else:
             converted[key] = tensor
     if unknown:
-        raise ModelLoadError(f"{source}: unknown BLIP ViT keys {_first(unknown)}")
+        raise ModelLoadError(f"{source}: unknown BLIP ViT keys {first_names(unknown)}")
     for key, tied_to in _TIED:
         if key not in converted and tied_to in converted:
             converted[key] = converted[tied_to]
@@ -190,30 +191,6 @@ def build_module(
     return getattr(transformers, HF_CLASSES[head])(config)
 
 
-def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module``, naming every missing, unexpected or misshapen key."""
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    misshapen = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(tensor.shape)}"
-        for key, tensor in expected.items()
-        if key in state and state[key].shape != tensor.shape
-    ]
-    problems = [
-        f"{label} {_first(names)}"
-        for label, names in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches (checkpoint vs model)", misshapen),
-        )
-        if names
-    ]
-    if problems:
-        raise ModelLoadError(f"{source}: weights do not fit {type(module).__name__}: {'; '.join(problems)}")
-    module.load_state_dict(state, strict=True)
-
-
 def load_official(
     path: Path, head: str, image_size: int, tokenizer: Any | None = None
 ) -> tuple[nn.Module, Any]:
@@ -279,10 +256,3 @@ def _count_layers(state: Mapping[str, torch.Tensor], pattern: str) -> int:
     if not indices:
         raise KeyError(pattern)
     return max(indices) + 1
-
-
-def _first(names: Iterable[str], limit: int = 8) -> str:
-    """Up to ``limit`` names and how many more, so an error stays one readable line."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return f"{shown} (and {len(names) - limit} more)" if len(names) > limit else shown

@@ -10,15 +10,14 @@ first token (``[ENC]``, put there by the caller) of the last layer.
 
 Module names follow BLIP's released ``model_base_nlvr.pth`` (``text_encoder.*``, ``cls_head.*``),
 so its text and head keys load unchanged; only the vision keys are renamed (``visual_encoder.*``
--> ``vision_model.*``, see ``rename_official_vision_key``).
+-> ``vision_model.*``, by ``checkpoint.to_transformers_layout`` as for every BLIP head).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVi
 from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 from harness.errors import ModelLoadError
+from harness_plugins.blip.state_dicts import load_state_strict
 
 DEFAULT_MERGE_LAYER = 6
 """BLIP's threshold for its 12-layer text encoder: layers 0-5 average, layers 6-11 merge."""
@@ -37,22 +37,6 @@ DEFAULT_MERGE_LAYER = 6
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ARCHITECTURE = "BlipNLVR2Model"
-
-_OFFICIAL_DROPPED_KEYS = frozenset({"text_encoder.embeddings.position_ids"})
-"""Buffers older transformers versions saved with BLIP's checkpoints; rebuilt, never loaded."""
-
-_VISION_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"cls_token", r"embeddings.class_embedding"),
-    (r"pos_embed", r"embeddings.position_embedding"),
-    (r"patch_embed\.proj\.(weight|bias)", r"embeddings.patch_embedding.\1"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layers.\1.layer_norm1.\2"),
-    (r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)", r"encoder.layers.\1.self_attn.qkv.\2"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layers.\1.self_attn.projection.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layers.\1.layer_norm2.\2"),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"encoder.layers.\1.mlp.\2.\3"),
-    (r"norm\.(weight|bias)", r"post_layernorm.\1"),
-)
-"""BLIP's timm-style ViT names (after ``visual_encoder.``) -> transformers' ``BlipVisionModel``."""
 
 
 @dataclass
@@ -186,99 +170,6 @@ class BlipNLVR2Model(nn.Module):
         return self.cls_head(hidden[:, 0, :])
 
 
-def rename_official_vision_key(name: str) -> str | None:
-    """A key of BLIP's ViT without its ``visual_encoder.`` prefix -> the matching key of
-    ``BlipVisionModel``; None when the name is not part of BLIP's ViT."""
-    for pattern, replacement in _VISION_RENAMES:
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, replacement, name)
-    return None
-
-
-def convert_official_nlvr2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BLIP's ``model_base_nlvr.pth`` state dict -> this module's key layout.
-
-    Text encoder and classifier keys are already named as here; vision keys move from
-    ``visual_encoder.*`` to ``vision_model.*``. Keys that belong to no part of BLIP's NLVR2 model
-    raise ``ModelLoadError`` naming them; missing keys are found when the result is loaded
-    (``load_nlvr2_state_dict``).
-    """
-    converted: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
-    for key, tensor in state_dict.items():
-        if key in _OFFICIAL_DROPPED_KEYS:
-            continue
-        if key.startswith(("text_encoder.", "cls_head.")):
-            converted[key] = tensor
-            continue
-        prefix, _, rest = key.partition(".")
-        renamed = rename_official_vision_key(rest) if prefix == "visual_encoder" else None
-        if renamed is None:
-            unknown.append(key)
-        else:
-            converted[f"vision_model.{renamed}"] = tensor
-    if unknown:
-        raise ModelLoadError(
-            f"not a BLIP NLVR2 checkpoint: unexpected keys {_first(unknown)} "
-            "(expected visual_encoder.*, text_encoder.*, cls_head.*)"
-        )
-    return converted
-
-
-def load_nlvr2_state_dict(
-    model: BlipNLVR2Model, state_dict: Mapping[str, torch.Tensor], source: str
-) -> None:
-    """Load weights in this module's layout, refusing any missing, unexpected or misshapen key
-    (a checkpoint of another architecture must not half-load); ``source`` names the file."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    misshapen = [
-        f"{key} {tuple(state_dict[key].shape)} != {tuple(tensor.shape)}"
-        for key, tensor in expected.items()
-        if key in state_dict and state_dict[key].shape != tensor.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_first(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_first(unexpected)}")
-    if misshapen:
-        problems.append(f"shape mismatches (checkpoint != model) {_first(misshapen)}")
-    if problems:
-        raise ModelLoadError(f"{source}: weights do not fit BlipNLVR2Model: {'; '.join(problems)}")
-    model.load_state_dict(state_dict, strict=True)
-
-
-def load_official_nlvr2(
-    checkpoint: str | Path,
-    vision_config: BlipVisionConfig,
-    text_config: BlipTextConfig,
-    merge_layer: int = DEFAULT_MERGE_LAYER,
-) -> BlipNLVR2Model:
-    """Build a model and load BLIP's released ``.pth`` into it (``weights_only=True``: tensors
-    and plain containers only, never pickled code). The checkpoint's ``"model"`` entry is used
-    when present, as BLIP saves it. Returns the model in eval mode. BLIP's ViT uses LayerNorm eps 1e-6: pass it in
-    ``vision_config`` for parity."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ModelLoadError(f"NLVR2 checkpoint {path} does not exist")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot be read as a safe torch checkpoint ({exc})") from exc
-    state_dict = loaded.get("model", loaded) if isinstance(loaded, dict) else None
-    if not isinstance(state_dict, dict):
-        raise ModelLoadError(f"{path}: expected a state dict (or a dict with a 'model' state dict)")
-    try:
-        converted = convert_official_nlvr2_state_dict(state_dict)
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"{path}: {exc}") from exc
-    model = BlipNLVR2Model(vision_config, text_config, merge_layer)
-    load_nlvr2_state_dict(model, converted, str(path))
-    return model.eval()
-
-
 def save_nlvr2(model: BlipNLVR2Model, out_dir: str | Path) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``out_dir``; returns the folder."""
     folder = Path(out_dir)
@@ -311,12 +202,5 @@ def load_nlvr2(path: str | Path) -> BlipNLVR2Model:
         state_dict = load_file(str(weights_path))
     except Exception as exc:
         raise ModelLoadError(f"{weights_path}: cannot be read as safetensors ({exc})") from exc
-    load_nlvr2_state_dict(model, state_dict, str(weights_path))
+    load_state_strict(model, state_dict, str(weights_path))
     return model.eval()
-
-
-def _first(names: Iterable[str], limit: int = 10) -> str:
-    """Up to ``limit`` names and how many more, so an error stays one readable line."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return f"{shown} (and {len(names) - limit} more)" if len(names) > limit else shown

@@ -77,6 +77,7 @@ def load_tiny(head: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0) -> Lo
     """Shipped tiny weights for ``head`` when present, else ``random_tiny``."""
     shipped = TINY_WEIGHTS_DIR / head
     if (shipped / "config.json").is_file():
-        return load_blip(WeightsSource(DIRECTORY, str(shipped), shipped), head, image_size)
+        # Named by head, not by path, so records made in different checkouts compare in `regress`.
+        return load_blip(WeightsSource(DIRECTORY, f"blip-tiny/{head}", shipped), head, image_size)
     return random_tiny(head, image_size, seed)
 
