@@ -110,11 +110,15 @@ def _visual_batches(
         visual = None
         if good:
             with ctx.stage("encode_images", items=len(good)):
-                parts = [part for _, part in ctx.map_batches(pixels, model.encode_images, batch_size=len(pixels))]
-            visual = VisualFeatures.concat(parts)
+                visual = encode_halving(ctx, model.encode_images, pixels)
             if store is not None:
                 store.save(good, visual)
         yield good, visual, failures
+
+
+def encode_halving(ctx: RunContext, encode: Callable[[Any], VisualFeatures], pixels: Any) -> VisualFeatures:
+    """``encode(pixels)`` for one decoded batch, split in halves on accelerator out-of-memory."""
+    return VisualFeatures.concat([part for _, part in ctx.map_batches(pixels, encode, batch_size=len(pixels))])
 
 
 def _rows(visual: VisualFeatures, row: int) -> VisualFeatures:

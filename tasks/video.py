@@ -27,6 +27,7 @@ from harness.media import FRAME_SAMPLINGS, decoder_threads, load_video_frames, p
 from harness.metrics.classification import accuracy
 from harness.metrics.retrieval import mean_rank, median_rank, recall_at_k
 from harness.task import Dataset, Task
+from harness_tasks.images import encode_halving
 from harness_tasks.records import collect_records, split_entry
 from harness_tasks.retrieval import RECALL_KS, CaptionRetrievalTask, positive_int
 from harness_tasks.text import pre_caption, pre_question
@@ -73,8 +74,7 @@ def encoded_videos(
             yield [], None, failed
             continue
         with ctx.stage("encode_videos", items=len(good)):
-            parts = [part for _, part in ctx.map_batches(frames, model.encode_videos, batch_size=len(frames))]
-        visual = VisualFeatures.concat(parts)
+            visual = encode_halving(ctx, model.encode_videos, frames)
         if store is not None:
             store.save(good, visual)
         yield good, visual, failed

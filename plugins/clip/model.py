@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -125,22 +126,18 @@ def build_clip(request: ModelRequest) -> ClipEmbedder:
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"CLIP weights {weights!r} ({folder}) cannot be loaded: {exc}") from exc
-    return ClipEmbedder(
-        model,
-        tokenizer,
-        image_size=request.protocol.get("image_size", model.config.vision_config.image_size),
-        max_text_tokens=request.protocol.get("max_text_tokens"),
-        device=request.device,
-        precision=request.precision,
-        weights_name=weights,
-        weights_files=weight_files(folder),
-    )
+    return _embedder(model, tokenizer, request, weights_name=weights, weights_files=weight_files(folder))
 
 
 def build_clip_tiny(request: ModelRequest) -> ClipEmbedder:
     """Factory of ``clip-tiny``: random weights from a fixed seed, for tests and the toy suite."""
     tokenizer = tiny_clip_tokenizer()
     model = tiny_clip_model(tokenizer)
+    return _embedder(model, tokenizer, request, weights_name=f"clip-tiny (random init, seed {TINY_SEED})")
+
+
+def _embedder(model: CLIPModel, tokenizer: Any, request: ModelRequest, **weights: Any) -> ClipEmbedder:
+    """The embedder at the request's resolution, text length, device and precision."""
     return ClipEmbedder(
         model,
         tokenizer,
@@ -148,5 +145,5 @@ def build_clip_tiny(request: ModelRequest) -> ClipEmbedder:
         max_text_tokens=request.protocol.get("max_text_tokens"),
         device=request.device,
         precision=request.precision,
-        weights_name=f"clip-tiny (random init, seed {TINY_SEED})",
+        **weights,
     )
