@@ -7,8 +7,9 @@
    cross-attention and feed-forward blocks are replaced by the encoder's own modules, so one
    optimizer step trains all three objectives on shared weights. The LM loss uses BLIP's
    captioning prompt "a picture of ", so pre-training doubles as the captioning fine-tune.
-   The retrieval head also learns VisDial's ITM task on VisDial train (true answer against
-   hard candidate answers), since no VisDial model exists to start from.
+   Each step also trains the retrieval head's ITM on VisDial train rounds (the true answer
+   against three wrong candidates of the round): BLIP released no VisDial model, and captions
+   alone never show the ITM head a dialog followed by an answer.
 2. VQA fine-tune, initialised as BLIP does (ViT and image-grounded text encoder from the
    retrieval head, answer decoder from the captioning decoder), on VQA v2 train plus the
    MSRVTT-QA and MSVD-QA train questions (frame tokens concatenated, as the video QA tasks feed
@@ -86,7 +87,7 @@ class Stage:
 class Recipe:
     pretrain: Stage = Stage(steps=1200, lr=1e-3, batch_size=48)
     dialog_batch_size: int = 4
-    """VisDial rounds per pre-training step (each with its true answer and 3 hard candidates)."""
+    """VisDial rounds per pre-training step (each with its true answer and 3 wrong candidates)."""
     vqa: Stage = Stage(steps=1200, lr=5e-4, batch_size=32)
     video_qa_batch_size: int = 4
     nlvr2: Stage = Stage(steps=1500, lr=5e-4, batch_size=32)
@@ -270,7 +271,7 @@ class Trainer:
         def step() -> torch.Tensor:
             image_rows = images.next()
             picks = torch.randint(0, 1 << 30, (len(image_rows),), generator=self.generator)
-            caption_rows = torch.stack([by_image[r][p % len(by_image[r])] for r, p in zip(image_rows.tolist(), picks.tolist())])
+            caption_rows = torch.stack([by_image[r][p % len(by_image[r])] for r, p in zip(image_rows.tolist(), picks.tolist(), strict=True)])
             tokens = retrieval.vision_model(pixel_values=self.captions.pixels[image_rows]).last_hidden_state
             ids, mask = texts.rows(caption_rows)
             text_cls = retrieval.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
