@@ -142,16 +142,17 @@ def load_record(path: Path) -> RunRecord:
 
 
 def find_records(path: Path) -> list[RunRecord]:
-    """Every record under ``path``: a ``result.json``, a run directory, or a directory of run
-    directories (what ``harness run`` writes for several tasks), in path order."""
+    """Every record under ``path``: a ``result.json``, a run directory, a directory of run
+    directories (what ``harness run`` writes for several tasks), or a folder of records saved
+    under other names (``results/reference/<task>.json``), in path order."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory (expected a run directory or {RESULT_NAME})")
     if path.is_file() or (path / RESULT_NAME).is_file():
         return [load_record(path)]
-    files = sorted(path.rglob(RESULT_NAME))
+    files = sorted(path.rglob(RESULT_NAME)) or sorted(path.glob("*.json"))
     if not files:
-        raise DataError(f"{path}: no {RESULT_NAME} in this directory or below it")
+        raise DataError(f"{path}: no {RESULT_NAME} (or record .json files) in this directory or below it")
     return [load_record(file) for file in files]
 
 

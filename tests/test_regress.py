@@ -147,6 +147,18 @@ def test_directories_are_paired_by_task_and_split(tmp_path, capsys):
     assert "FAILED 1 of 4 metrics: second/test accuracy" in out
 
 
+def test_a_folder_of_named_records_is_a_reference(tmp_path):
+    """results/reference/ keeps one record per task as <task>.json, not as run directories."""
+    first = write_record(tmp_path / "runs" / "a")
+    second = write_record(tmp_path / "runs" / "b", task="second", metrics={"accuracy": 70.0})
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    for run_dir, name in ((first, "toy_task"), (second, "second")):
+        (folder / f"{name}.json").write_text((Path(run_dir) / "result.json").read_text())
+    assert sorted(record.task for record in find_records(folder)) == ["second", "toy_task"]
+    assert all(result.passed for result in regress(find_records(folder), find_records(tmp_path / "runs")))
+
+
 def test_duplicate_records_in_a_run_directory_are_refused(tmp_path):
     references = [load_record(write_record(tmp_path / "ref" / "a")),
                   load_record(write_record(tmp_path / "ref" / "b", task="second"))]
