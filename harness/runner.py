@@ -302,6 +302,7 @@ class Runner:
         )
         ctx.timings["load_data"] = StageTiming(load_seconds, len(dataset.samples))
         try:
+            _quiet_libraries()
             _seed_everything(config.seed)
             with ctx.stage("load_model"):
                 model = model_spec.build(ModelRequest(
@@ -411,6 +412,14 @@ def _close_quietly(store: PredictionStore) -> None:
         store.close()
     except OSError:
         pass
+
+
+def _quiet_libraries() -> None:
+    """The harness owns the terminal: transformers' own bars (one per weight load) would clutter
+    every run and push a failing run's one-line error off its own line."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def _seed_everything(seed: int) -> None:

@@ -83,7 +83,8 @@ def test_each_task_gets_blips_checkpoint_for_it() -> None:
 
 
 @pytest.mark.parametrize("spec", TASK_SPECS, ids=lambda spec: spec.name)
-def test_blip_tiny_runs_every_task_with_its_capabilities(spec) -> None:
+def test_blip_tiny_runs_every_task_with_its_capabilities(spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiny, "TINY_WEIGHTS_DIR", tmp_path)  # no shipped weights: random init from the seed
     request = ModelRequest(task=spec.name, protocol={**spec.protocol, "image_size": SIZE}, seed=3)
     model = build_blip_tiny(request)
     check_instance(model, "blip-tiny", spec)
@@ -96,7 +97,7 @@ def test_blip_tiny_prefers_shipped_weights(tmp_path: Path, monkeypatch: pytest.M
     save_directory(tmp_path / CAPTION, CAPTION, seed=11)
     monkeypatch.setattr(tiny, "TINY_WEIGHTS_DIR", tmp_path)
     model = build_blip_tiny(ModelRequest(task="nocaps", protocol={"image_size": SIZE}))
-    assert model.weights_name == str(tmp_path / CAPTION)
+    assert model.weights_name == f"blip-tiny/{CAPTION}"
     assert model.weights_files == [tmp_path / CAPTION / "model.safetensors"]
     assert same_weights(model.module, random_tiny(CAPTION, SIZE, seed=11).module)
     assert build_blip_tiny(ModelRequest(task="vqav2", protocol={"image_size": SIZE})).weights_name == "blip-tiny-seed0"

@@ -40,6 +40,7 @@ from media_files import write_image, write_mp4
 from harness.cli import main
 from harness.config import RunConfig
 from harness.context import RunContext
+from harness.errors import ResourceError
 from harness.predictions import PredictionStore
 from harness.registry import Registry, make_plugin_manager
 from harness.runner import Runner
@@ -445,7 +446,7 @@ def test_out_of_memory_halves_the_batch_until_it_fits(tmp_path: Path) -> None:
 def test_out_of_memory_at_batch_size_1_and_other_errors_are_not_retried(tmp_path: Path) -> None:
     ctx = context(tmp_path, batch_size=4)
     hopeless = SmallMemory(capacity=0)
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.raises(ResourceError, match="out of accelerator memory at batch size 1"):
         list(ctx.map_batches([1, 2, 3], hopeless))
     assert hopeless.calls == [3, 2, 1]
 

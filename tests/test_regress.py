@@ -212,7 +212,7 @@ def test_missing_run_directory_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no such file or directory"):
         find_records(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no result.json in this directory"):
+    with pytest.raises(DataError, match=r"no result.json \(or record .json files\) in this directory"):
         find_records(tmp_path / "empty")
 
 
