@@ -11,6 +11,7 @@ import argparse
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +43,34 @@ def convert_checkpoint(
     state = read_checkpoint(source)
     head = detect_head(state, str(source))
     module, chosen = module_from_official(state, str(source), head, image_size, _tokenizer(tokenizer))
+    replace_directory(out_dir, lambda staging: save_head(module, head, chosen, staging))
+    return out_dir, head
+
+
+def save_head(module: Any, head: str, tokenizer: Any, folder: Path) -> None:
+    """One head as a directory ``--weights`` loads: Hugging Face format, NLVR2 (which transformers
+    lacks) in ``nlvr2.save_nlvr2``'s, with the tokenizer beside it."""
+    if head == NLVR2:
+        nlvr2.save_nlvr2(module, folder)
+    else:
+        module.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def replace_directory(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` into a staging folder beside ``out_dir``, then swap it in: an interrupted or
+    failed write never leaves half a model where a later run would load it."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        if head == NLVR2:
-            nlvr2.save_nlvr2(module, staging)
-        else:
-            module.save_pretrained(staging)
-        chosen.save_pretrained(staging)
+        write(staging)
         if out_dir.exists():
-            out_dir.rmdir()
+            shutil.rmtree(out_dir)
         os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out_dir, head
+    return out_dir
 
 
 def _tokenizer(choice: str) -> Any | None:

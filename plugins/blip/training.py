@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,9 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from harness_plugins.blip import nlvr2 as nlvr2_module
 from harness_plugins.blip import train_losses as losses
 from harness_plugins.blip.catalog import CAPTION, NLVR2, RETRIEVAL, TINY_IMAGE_SIZE, VQA
+from harness_plugins.blip.convert import replace_directory, save_head
 from harness_plugins.blip.masking import honour_cross_attention_masks
 from harness_plugins.blip.tiny import TINY_WEIGHTS_DIR, random_tiny
 from harness_plugins.blip.tokenizer import enc_token_id
@@ -401,23 +398,12 @@ def save_heads(models: dict[str, nn.Module], tokenizer: Any, out_dir: Path) -> i
     """Write each head as a Hugging Face directory (NLVR2 with ``save_nlvr2``) in float16, into a
     staging folder moved into place at the end; returns the bytes written."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write(staging: Path) -> None:
         for head, module in models.items():
-            half = copy.deepcopy(module).eval().half()
-            folder = staging / head
-            if head == NLVR2:
-                nlvr2_module.save_nlvr2(half, folder)
-            else:
-                half.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            save_head(copy.deepcopy(module).eval().half(), head, tokenizer, staging / head)
+
+    replace_directory(out_dir, write)
     return sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
 
 
