@@ -14,7 +14,8 @@ import argparse
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ import transformers
 from harness.specs import ModelRequest
 from harness_plugins.blip.captioning import BlipCaptionModel
 from harness_plugins.blip.checkpoint import BLIP_TEXT_LAYER_NORM_EPS, BLIP_VISION_LAYER_NORM_EPS
+from harness_plugins.blip.fast_vit import FusedBlipAttention
 from harness_plugins.blip.loader import LoadedBlip
 from harness_plugins.blip.retrieval import BlipRetrievalModel
 from harness_plugins.blip.tokenizer import tiny_tokenizer
@@ -68,6 +70,20 @@ def build(head: str, size: str, device: str, precision: str, seed: int = 0) -> A
     loaded = LoadedBlip(module, tiny_tokenizer(), f"random-{size}-seed{seed}", [])
     request = ModelRequest(task="bench", protocol={}, device=device, precision=precision, seed=seed)
     return model_class(loaded, request, IMAGE_SIZE)
+
+
+@contextmanager
+def eager_vision(module: torch.nn.Module) -> Iterator[None]:
+    """transformers' own eager ViT attention inside the block (the project fuses it on load), so a
+    reference path runs the ViT as BLIP's scripts do."""
+    fused = [child for child in module.modules() if type(child) is FusedBlipAttention]
+    for child in fused:
+        child.__class__ = transformers.models.blip.modeling_blip.BlipAttention
+    try:
+        yield
+    finally:
+        for child in fused:
+            child.__class__ = FusedBlipAttention
 
 
 def default_device() -> str:

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--split", help="split to evaluate (default: each task's paper split)")
     p_run.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto: cuda when available)")
     p_run.add_argument("--precision", default="auto", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
-    p_run.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32; halved automatically on GPU out-of-memory)")
+    p_run.add_argument("--batch-size", type=int, help="images per model call (default 32 on CPU, 256 on GPU; halved automatically on GPU out-of-memory)")
     p_run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding images and videos (default 0)")
     p_run.add_argument("--feature-cache", metavar="DIR", help="reuse vision-encoder features across tasks and runs from DIR ('auto': $HARNESS_CACHE/features); keyed by weights, preprocessing, precision and image content (default off)")
     p_run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")

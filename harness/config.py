@@ -33,7 +33,8 @@ class RunConfig:
     split: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 32
+    batch_size: int | None = None
+    """Images (or samples) per model call; None: ``default_batch_size`` of the device."""
     num_workers: int = 0
     limit: int | None = None
     seed: int = 0
@@ -53,6 +54,17 @@ class RunConfig:
     def from_json(cls, data: Mapping[str, Any]) -> RunConfig:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 256
+"""Batch sizes when ``--batch-size`` is not given. On a GPU, beam search and the ITM re-rank are
+bound by per-call overhead at small batches (bench/README.md), and a batch that does not fit is
+halved automatically, so the GPU default is large."""
+
+
+def default_batch_size(device: str) -> int:
+    return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from harness.cache import open_feature_cache
 from harness.config import (
     RunConfig,
     check_output_dir,
+    default_batch_size,
     merge_protocol,
     resolve_device,
     resolve_precision,
@@ -206,7 +207,7 @@ class Runner:
             if not any(self.config.split in task.splits for task in tasks):
                 known = sorted({s for t in tasks for s in t.splits})
                 raise ConfigError(f"--split {self.config.split!r} is not a split of {self.config.tasks!r} (splits: {', '.join(known)})")
-        if self.config.batch_size < 1:
+        if self.config.batch_size is not None and self.config.batch_size < 1:
             raise ConfigError("--batch-size must be at least 1")
         if self.config.flush_every < 1:
             raise ConfigError("--flush-every must be at least 1")
@@ -296,7 +297,7 @@ class Runner:
             self.report(f"{spec.name}: resuming {run_dir} ({store.resumed_count} samples already done)")
         ctx = RunContext(
             protocol=dict(protocol), predictions=store, device=device, precision=precision,
-            batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers,
+            batch_size=config.batch_size or default_batch_size(device), seed=config.seed, num_workers=config.num_workers,
             feature_cache=open_feature_cache(config.feature_cache),
             quiet=config.quiet, skip_bad=config.skip_bad, rank=dist.rank, world_size=dist.world_size,
         )
@@ -386,8 +387,8 @@ class Runner:
             "device": ctx.device,
             "precision": ctx.precision,
             "seed": config.seed,
-            "batch_size": config.batch_size,
-            "batch_size_used": ctx.batch_size_used or config.batch_size,
+            "batch_size": ctx.batch_size,
+            "batch_size_used": ctx.batch_size_used or ctx.batch_size,
             "world_size": ctx.world_size,
             "versions": versions(),
             "predictions_file": predictions_file.name,

@@ -22,6 +22,7 @@ from media_files import write_image
 
 from harness.capabilities import VisualFeatures
 from harness.errors import DataError
+from harness.toy.sizes import NLVR2_PAIRS
 from harness.toy.suite import BUILDERS
 
 PAIRS = {"a": ("red", "blue"), "b": ("green", "green"), "c": ("blue", "yellow"), "d": ("yellow", "red")}
@@ -180,7 +181,7 @@ def toy_root(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("split", ["dev", "test_p"])
 def test_the_toy_suite_loads_and_checks_clean(toy_root, split):
     task, dataset, protocol = load(toy_root, split)
-    assert len(dataset.samples) == 60 and not dataset.skipped
+    assert len(dataset.samples) == NLVR2_PAIRS["dev"] and not dataset.skipped
     assert task.check(toy_root, split, protocol) == []
     assert task.reference_levels(dataset, protocol) == {"accuracy": 50.0}
 

@@ -98,6 +98,14 @@ def good_runs(toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @shipped
 @pytest.mark.slow
+def test_shipped_nlvr2_head_reaches_seventy_percent_on_test_p(good_runs: dict[str, dict[str, Any]]) -> None:
+    record = good_runs["nlvr2"]
+    assert record["split"] == "test_p" and record["samples"]["evaluated"] >= 200
+    assert record["metrics"]["accuracy"] >= 70.0 and record["reference_levels"]["accuracy"] == 50.0
+
+
+@shipped
+@pytest.mark.slow
 def test_gate_passes_a_repeated_run(good_runs: dict[str, dict[str, Any]], toy_root: Path, tmp_path: Path) -> None:
     assert _gate(good_runs["nlvr2"], _run(toy_root, tmp_path, "nlvr2"))
 

@@ -6,6 +6,9 @@ METEOR, the PTB tokenizer and SPICE as Java programs. This module calls those sc
 and only adds what the harness needs around them: input checks with clear errors, a clear error
 when Java is missing, SPICE only when its models are installed (it would otherwise try to
 download them), scores in percent as the BLIP paper prints them, and the NoCaps per-domain split.
+pycocoevalcap is imported where it is used, so the rest of ``harness.metrics`` (and the tasks and
+benchmarks that need only retrieval or VQA metrics) import on hosts without it, such as a GPU
+node that only times models.
 """
 
 from __future__ import annotations
@@ -15,14 +18,6 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
-
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
-from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.spice import get_stanford_models as spice_models
-from pycocoevalcap.spice.spice import Spice
-from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from harness.errors import ConfigError
 
@@ -41,6 +36,8 @@ def spice_models_present() -> bool:
     whole CoreNLP distribution when the jar is missing; this checks the same place,
     using the package's own names for it, without constructing the scorer.
     """
+    from pycocoevalcap.spice import get_stanford_models as spice_models
+
     lib_dir = os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
     jars = (f"{spice_models.JAR}.jar", f"{spice_models.JAR}-models.jar")
     return all(os.path.isfile(os.path.join(lib_dir, jar)) for jar in jars)
@@ -51,6 +48,8 @@ def _use_spice(spice: bool | None) -> bool:
         return False
     if spice_models_present():
         return True
+    from pycocoevalcap.spice import get_stanford_models as spice_models
+
     lib_dir = os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
     fetch = (
         "fetch them with `python -m pycocoevalcap.spice.get_stanford_models` on a machine with network access"
@@ -94,6 +93,8 @@ def _tokenize(captions: _Captions) -> dict[Hashable, list[str]]:
     # The tokenizer writes one caption per line and reads one line back per caption, so a line
     # break inside a caption (\r, \u2028, ...) would shift every later caption onto the wrong
     # example. Collapsing whitespace first changes no PTB token.
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
     lines = {
         key: [{"caption": " ".join(caption.split())} for caption in group] for key, group in captions.items()
     }
@@ -101,6 +102,8 @@ def _tokenize(captions: _Captions) -> dict[Hashable, list[str]]:
 
 
 def _spice_scorer() -> _Scorer:
+    from pycocoevalcap.spice.spice import Spice
+
     scorer = Spice()
 
     def score(references: _Captions, predictions: _Captions) -> list[float]:
@@ -121,6 +124,11 @@ def _scorers(use_spice: bool) -> list[tuple[tuple[str, ...], _Scorer]]:
     METEOR starts one Java process (loading its paraphrase table takes several seconds), so the
     scorers are built once per call and reused across NoCaps domains.
     """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
     meteor = Meteor()
     scorers: list[tuple[tuple[str, ...], _Scorer]] = [
         (

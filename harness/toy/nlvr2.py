@@ -1,9 +1,15 @@
 """NLVR2 in BLIP's ``nlvr_{train,dev,test}.json``: statements about an image *pair*.
 
-Each statement needs both pictures (comparisons, "both", "in total", "exactly one image"), and
-every statement template is used for true and false statements alike: the label is chosen
-first (half True, half False per split) and parameters are drawn until the statement has it, so
-the text alone does not give the label away.
+Each statement needs both pictures ("both", "exactly one image", "neither", or one named side
+of the pair), and every statement template is used for true and false statements alike: the
+label is chosen first (half True, half False per split) and parameters are drawn until the
+statement has it, so the text alone does not give the label away.
+
+The statements are about colours and shapes present, with one to three large objects per
+picture: what a tiny model trained for minutes on a CPU can learn to see. Counting and
+comparisons (version 1 of the toy suite) left a twin model that memorised its training pairs
+at chance on the test pairs; colour statements are learnt (about 90 % on held-out pairs),
+shape statements only partly (about 60 %), which leaves headroom to tell better models apart.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from harness.toy.draw import render
 from harness.toy.output import save_image, stream, write_json
 from harness.toy.scenes import Palette, Scene, mixed_scene
 from harness.toy.sizes import NLVR2_PAIRS
-from harness.toy.vocab import NUMBER_WORDS, PLURALS, with_article
+from harness.toy.vocab import with_article
 
 PALETTE = Palette(
     colours=("red", "blue", "green", "yellow"),
@@ -26,6 +32,10 @@ PALETTE = Palette(
     p_rare=0.0,
 )
 """A smaller palette than elsewhere, so that 'both images contain a red object' is often true."""
+MAX_OBJECTS = 3
+RADIUS = (8.0, 12.0)
+"""Larger than in the captioning scenes (5-8 px on the 64 px canvas), so a 16 px patch sees a
+shape, not a blob of colour."""
 
 _FILES = {"train": "nlvr_train.json", "dev": "nlvr_dev.json", "test1": "nlvr_test.json"}
 
@@ -36,29 +46,29 @@ def _sides(rng: random.Random, left: Scene, right: Scene) -> tuple[str, str, Sce
     return ("left", "right", left, right) if rng.random() < 0.5 else ("right", "left", right, left)
 
 
-def _n_things(n: int, shape: str) -> str:
-    return f"{NUMBER_WORDS[n]} {shape if n == 1 else PLURALS[shape]}"
-
-
-def _more_shape(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    side, other, a, b = _sides(rng, left, right)
-    shape = rng.choice(PALETTE.shapes)
-    text = f"the {side} image contains more {PLURALS[shape]} than the {other} image"
-    return text, a.count(shape=shape) > b.count(shape=shape)
-
-
-def _more_objects(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    side, other, a, b = _sides(rng, left, right)
-    return f"there are more objects in the {side} image than in the {other} image", len(a.objects) > len(
-        b.objects
-    )
-
-
 def _both_colour(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
     colour = rng.choice(PALETTE.colours)
     return f"both images contain a {colour} object", left.count(colour=colour) > 0 and right.count(
         colour=colour
     ) > 0
+
+
+def _exactly_one_colour(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
+    colour = rng.choice(PALETTE.colours)
+    return f"exactly one image contains a {colour} object", (left.count(colour=colour) > 0) != (
+        right.count(colour=colour) > 0
+    )
+
+
+def _neither_colour(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
+    colour = rng.choice(PALETTE.colours)
+    return f"neither image contains a {colour} object", left.count(colour=colour) + right.count(colour=colour) == 0
+
+
+def _side_colour(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
+    side, _, a, _ = _sides(rng, left, right)
+    colour = rng.choice(PALETTE.colours)
+    return f"the {side} image contains a {colour} object", a.count(colour=colour) > 0
 
 
 def _both_shape(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
@@ -68,59 +78,20 @@ def _both_shape(rng: random.Random, left: Scene, right: Scene) -> tuple[str, boo
     ) > 0
 
 
-def _total(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    shape, n = rng.choice(PALETTE.shapes), rng.randint(1, 4)
-    text = f"there {'is' if n == 1 else 'are'} exactly {_n_things(n, shape)} in total"
-    return text, left.count(shape=shape) + right.count(shape=shape) == n
-
-
-def _side_has(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    side, _, a, _ = _sides(rng, left, right)
-    colour, shape = rng.choice(PALETTE.colours), rng.choice(PALETTE.shapes)
-    return f"the {side} image contains {with_article(f'{colour} {shape}')}", a.count(
-        shape=shape, colour=colour
-    ) > 0
-
-
-def _side_exact(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    side, _, a, _ = _sides(rng, left, right)
-    n = rng.randint(1, 4)
-    noun = "object" if n == 1 else "objects"
-    return f"the {side} image contains exactly {NUMBER_WORDS[n]} {noun}", len(a.objects) == n
-
-
-def _exactly_one(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    colour = rng.choice(PALETTE.colours)
-    return f"exactly one image contains a {colour} object", (left.count(colour=colour) > 0) != (
-        right.count(colour=colour) > 0
+def _exactly_one_shape(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
+    shape = rng.choice(PALETTE.shapes)
+    return f"exactly one image contains {with_article(shape)}", (left.count(shape=shape) > 0) != (
+        right.count(shape=shape) > 0
     )
 
 
-def _same_number(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    shape = rng.choice(PALETTE.shapes)
-    return f"the two images contain the same number of {PLURALS[shape]}", left.count(
-        shape=shape
-    ) == right.count(shape=shape)
-
-
-def _neither(rng: random.Random, left: Scene, right: Scene) -> tuple[str, bool]:
-    colour, shape = rng.choice(PALETTE.colours), rng.choice(PALETTE.shapes)
-    return f"neither image contains {with_article(f'{colour} {shape}')}", left.count(
-        shape=shape, colour=colour
-    ) + right.count(shape=shape, colour=colour) == 0
-
-
 STATEMENTS: tuple[Statement, ...] = (
-    _more_shape,
-    _more_objects,
     _both_colour,
+    _exactly_one_colour,
+    _neither_colour,
+    _side_colour,
     _both_shape,
-    _total,
-    _side_has,
-    _side_exact,
-    _exactly_one,
-    _same_number,
-    _neither,
+    _exactly_one_shape,
 )
 
 
@@ -145,7 +116,7 @@ def build_nlvr2(root: Path, seed: int) -> None:
         for i, label in enumerate(labels):
             sentence = None
             while sentence is None:
-                left, right = mixed_scene(rng, PALETTE), mixed_scene(rng, PALETTE)
+                left, right = (mixed_scene(rng, PALETTE, MAX_OBJECTS, RADIUS) for _ in range(2))
                 sentence = _statement(rng, left, right, label)
             paths = [f"{split}/{split}-{i}-0-img{k}.png" for k in (0, 1)]
             for scene, rel in zip((left, right), paths, strict=True):

@@ -181,11 +181,14 @@ def pair_scene(rng: random.Random, palette: Palette) -> Scene:
     return Scene("pair", objects, background(rng), relation=relation)
 
 
-def mixed_scene(rng: random.Random, palette: Palette, max_objects: int = 4) -> Scene:
-    """One to ``max_objects`` objects of any colour and shape (NLVR2's pictures)."""
+def mixed_scene(
+    rng: random.Random, palette: Palette, max_objects: int = 4, radius: tuple[float, float] = (5.0, 8.0)
+) -> Scene:
+    """One to ``max_objects`` objects of any colour and shape, each of a radius drawn from
+    ``radius`` (NLVR2's pictures)."""
     n = rng.randint(1, max_objects)
     specs = [(palette.shape(rng), palette.colour(rng)) for _ in range(n)]
-    return Scene("mixed", scatter(rng, specs, 5, 8), background(rng))
+    return Scene("mixed", scatter(rng, specs, *radius), background(rng))
 
 
 _MAKERS = {"single": single_scene, "group": group_scene, "pair": pair_scene}

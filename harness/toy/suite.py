@@ -26,7 +26,7 @@ from harness.toy.output import write_json
 from harness.toy.visdial import build_visdial
 from harness.toy.vqa import build_vqa
 
-TOY_VERSION = 1
+TOY_VERSION = 2
 """Bump whenever any builder's output changes, so cached suites are rebuilt."""
 
 MANIFEST = "TOY_SUITE.json"

@@ -5,14 +5,14 @@ PyAV 18), about 5 % of the toy clips came out differently on repeated encodes of
 and the variation comes from its rate-control lookahead (``rc-lookahead=0``, ``mbtree=0`` or
 ``bframes=0`` each removed it in 3,200 encodes). We keep B-frames (real clips have them, and
 decoders must cope) and switch the lookahead off, on one thread, so a seed gives identical
-bytes for a given libx264 build.
+bytes for a given libx264 build. PyAV is imported only when a clip is written, so the rest of the
+toy package (its vocabulary feeds the tiny tokenizer) imports on hosts without it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 
 from harness.toy.draw import render_objects
@@ -22,6 +22,8 @@ from harness.toy.sizes import VIDEO_FPS, VIDEO_FRAMES
 
 def write_clip(clip: Clip, path: Path, frames: int = VIDEO_FRAMES, fps: int = VIDEO_FPS) -> None:
     """Encode ``frames`` frames of ``clip`` (yuv420p, libx264) to ``path``."""
+    import av
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)

@@ -20,6 +20,7 @@ from PIL import Image
 from harness.capabilities import VisualFeatures
 from harness.errors import ConfigError
 from harness.specs import ModelRequest
+from harness_plugins.blip.fast_vit import fuse_vision_attention
 from harness_plugins.blip.loader import LoadedBlip
 from harness_plugins.blip.masking import honour_cross_attention_masks
 from harness_plugins.blip.preprocess import blip_pixels
@@ -48,6 +49,7 @@ class BlipModel:
         self.precision = request.precision
         self.module = loaded.module.to(self.device).eval()
         honour_cross_attention_masks(self.module)
+        fuse_vision_attention(self.module)
         self.tokenizer = loaded.tokenizer
         self.image_size = image_size
         self.protocol = dict(request.protocol)

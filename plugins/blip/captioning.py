@@ -12,7 +12,7 @@ import torch
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import CAPTION
-from harness_plugins.blip.generation import decoding_kwargs
+from harness_plugins.blip.generation import decode
 
 
 def strip_prompt(caption: str, prompt: str) -> str:
@@ -37,11 +37,8 @@ class BlipCaptionModel(BlipModel):
         prompt_ids[:, 0] = self.module.config.text_config.bos_token_id
         prompt_ids = prompt_ids[:, :-1]
         with self.autocast():
-            generated = self.module.text_decoder.generate(
-                input_ids=prompt_ids,
-                encoder_hidden_states=tokens,
-                encoder_attention_mask=self.image_mask(tokens),
-                **decoding_kwargs(settings, self.tokenizer),
+            generated = decode(
+                self.module.text_decoder, prompt_ids, tokens, self.image_mask(tokens), settings, self.tokenizer
             )
         prompt = self.tokenizer.decode(prompt_ids[0], skip_special_tokens=True)
         return [strip_prompt(text, prompt) for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]

@@ -67,12 +67,12 @@ def pack_by_image(image_index: torch.Tensor, num_images: int) -> QueryLayout:
     return QueryLayout(slot=slot, row_image=row_image, width=width, one_row_per_image=bool((rows_of_image == 1).all()))
 
 
-def _heads(states: torch.Tensor, head_dim: int) -> torch.Tensor:
+def split_heads(states: torch.Tensor, head_dim: int) -> torch.Tensor:
     """(B, S, heads * d) -> (B, heads, S, d)."""
     return states.unflatten(-1, (-1, head_dim)).transpose(1, 2)
 
 
-def _merge(context: torch.Tensor) -> torch.Tensor:
+def merge_heads(context: torch.Tensor) -> torch.Tensor:
     """(B, heads, S, d) -> (B, S, heads * d)."""
     return context.transpose(1, 2).flatten(2)
 
@@ -86,19 +86,19 @@ def self_attention(
     head_dim = projections.attention_head_size
     queries = hidden[:, :1] if first_only else hidden
     context = F.scaled_dot_product_attention(
-        _heads(projections.query(queries), head_dim),
-        _heads(projections.key(hidden), head_dim),
-        _heads(projections.value(hidden), head_dim),
+        split_heads(projections.query(queries), head_dim),
+        split_heads(projections.key(hidden), head_dim),
+        split_heads(projections.value(hidden), head_dim),
         attn_mask=key_mask,
     )
-    return attention.output(_merge(context), queries)
+    return attention.output(merge_heads(context), queries)
 
 
 def image_keys_values(attention: nn.Module, image_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The cross-attention keys and values of each distinct image, (U, heads, L, d) each."""
     projections = attention.self
     head_dim = projections.attention_head_size
-    return _heads(projections.key(image_tokens), head_dim), _heads(projections.value(image_tokens), head_dim)
+    return split_heads(projections.key(image_tokens), head_dim), split_heads(projections.value(image_tokens), head_dim)
 
 
 def cross_attention(
@@ -115,8 +115,8 @@ def cross_attention(
     grid = grid.view(layout.rows, layout.width * length, -1)
     if not layout.one_row_per_image:
         keys, values = keys[layout.row_image], values[layout.row_image]
-    context = F.scaled_dot_product_attention(_heads(grid, head_dim), keys, values)
-    context = _merge(context).reshape(layout.rows * layout.width, length, -1)[layout.slot]
+    context = F.scaled_dot_product_attention(split_heads(grid, head_dim), keys, values)
+    context = merge_heads(context).reshape(layout.rows * layout.width, length, -1)[layout.slot]
     return attention.output(context, hidden)
 
 

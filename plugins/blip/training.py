@@ -87,7 +87,7 @@ class Recipe:
     """VisDial rounds per pre-training step (each with its true answer and 3 wrong candidates)."""
     vqa: Stage = Stage(steps=1200, lr=5e-4, batch_size=32)
     video_qa_batch_size: int = 4
-    nlvr2: Stage = Stage(steps=1500, lr=5e-4, batch_size=32)
+    nlvr2: Stage = Stage(steps=2500, lr=2e-4, batch_size=32)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.specs import ModelRequest
 from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import VQA
-from harness_plugins.blip.generation import decoding_kwargs
+from harness_plugins.blip.generation import decode
 from harness_plugins.blip.loader import LoadedBlip
 
 DEFAULT_LABEL_SMOOTHING = 0.1
@@ -114,12 +114,7 @@ class BlipVQAModel(BlipModel):
         with self.autocast():
             states, question_mask = self.encode_questions(visual, questions)
             bos = torch.full((states.shape[0], 1), self.bos_token_id, dtype=torch.long, device=self.device)
-            generated = self.module.text_decoder.generate(
-                input_ids=bos,
-                encoder_hidden_states=states,
-                encoder_attention_mask=question_mask,
-                **decoding_kwargs(settings, self.tokenizer),
-            )
+            generated = decode(self.module.text_decoder, bos, states, question_mask, settings, self.tokenizer)
         return [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
 
     @torch.inference_mode()
