@@ -462,7 +462,9 @@ def test_out_of_memory_at_batch_size_1_and_other_errors_are_not_retried(tmp_path
 
 def test_the_result_records_the_batch_size_that_fit(tmp_path: Path, toy_root: Path) -> None:
     """blip-tiny whose NLVR2 head runs out of memory above 2 pairs: the run halves 8 -> 4 -> 2,
-    records batch_size_used 2, and predicts exactly what an unconstrained run predicts."""
+    records batch_size_used 2, and predicts what an unconstrained run predicts: the same labels,
+    probabilities equal up to float rounding (fp32 CPU kernels round differently with the batch
+    shape; docs/reliability.md, "Exactness and batch composition")."""
     data = copy_task_data(toy_root, "nlvr2", tmp_path / "data")
     cut_records(data / NLVR2_FILE, 8)
 
@@ -484,5 +486,9 @@ def test_the_result_records_the_batch_size_that_fit(tmp_path: Path, toy_root: Pa
     assert records["blip-tiny"]["batch_size_used"] == 8
     assert records["blip-tiny-small-memory"]["batch_size_used"] == 2
     assert records["blip-tiny-small-memory"]["batch_size"] == 8
-    assert (read_predictions(only_run_dir(tmp_path / "blip-tiny-small-memory"))
-            == read_predictions(only_run_dir(tmp_path / "blip-tiny")))
+    halved = read_predictions(only_run_dir(tmp_path / "blip-tiny-small-memory"))
+    whole = read_predictions(only_run_dir(tmp_path / "blip-tiny"))
+    assert halved.keys() == whole.keys() and len(whole) == 8
+    for key, prediction in whole.items():
+        assert halved[key]["label"] == prediction["label"]
+        assert halved[key]["probability"] == pytest.approx(prediction["probability"], abs=1e-6)
