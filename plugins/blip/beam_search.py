@@ -151,7 +151,7 @@ def beam_search(
     finished_scores = torch.full((items, beams), FINISHED_PENALTY, device=device)
     is_finished = torch.zeros(items, beams, dtype=torch.bool, device=device)
     improvable = torch.ones(items, 1, dtype=torch.bool, device=device)
-    rank_counts = torch.arange(keep, device=device) < beams
+    in_first_beams = torch.arange(keep, device=device) < beams
     item_offset = torch.arange(items, device=device)[:, None] * beams
 
     for length in range(prompt_length, max_length):
@@ -176,7 +176,7 @@ def beam_search(
 
         normalised = top_scores / (length + 1 - prompt_length) ** settings.length_penalty
         normalised = normalised + (~improvable).float() * FINISHED_PENALTY
-        new_finished = ends & rank_counts[None]
+        new_finished = ends & in_first_beams[None]
         normalised = normalised + (~new_finished).float() * FINISHED_PENALTY
         merged_scores = torch.cat((finished_scores, normalised), dim=1)
         best = merged_scores.topk(beams)[1]
