@@ -165,7 +165,7 @@ def beam_search(
         totals = (log_probs.view(items, beams, vocab) + running_scores[:, :, None]).view(items, -1)
         top_scores, top_index = totals.topk(keep)
         source = top_index // vocab
-        candidates = running.gather(1, source[:, :, None].expand(-1, -1, max_length)).clone()
+        candidates = running.gather(1, source[:, :, None].expand(-1, -1, max_length))
         candidates[:, :, length] = top_index % vocab
         ends = (candidates[:, :, length] == settings.eos_token_id) | (length + 1 >= max_length)
 
