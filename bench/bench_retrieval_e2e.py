@@ -2,7 +2,7 @@
 
 Runs what ``coco_retrieval`` runs after decoding, on a BLIP-sized model with random weights:
 the ViT over every image (random pixels), the text encoder over every caption (synthetic
-sentences), then the task's own ``CrossModalRanker``: ITC similarities, each query's top k, and
+sentences of COCO-like lengths), then the task's own ``CrossModalRanker``: ITC similarities, each query's top k, and
 the ITM re-rank of all distinct pairs through ``BlipRetrievalModel.match`` in groups of
 ``--batch-size`` images, exactly as in a run.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from models import build, common_arguments, describe, parse, timed
+from models import build, caption_words, common_arguments, describe, parse, timed
 
 from harness.capabilities import TextFeatures, VisualFeatures
 from harness.context import RunContext
@@ -32,14 +32,14 @@ from harness.predictions import PredictionStore
 from harness_plugins.blip.tokenizer import tiny_tokenizer
 from harness_tasks.retrieval import CrossModalRanker, encode_texts
 
-WORDS = 11
-"""Words per synthetic caption: about the mean length of a COCO caption."""
-
 
 def synthetic_captions(count: int, generator: torch.Generator) -> list[str]:
+    """Captions of whole-word tokens with COCO-like lengths (``caption_words``): the ITM stage
+    runs on real tokens, so its speed depends on how long captions are, not only on how many."""
     vocabulary = [word for word in tiny_tokenizer().get_vocab() if word.isalpha() and len(word) > 2]
-    picks = torch.randint(0, len(vocabulary), (count, WORDS), generator=generator).tolist()
-    return [" ".join(vocabulary[i] for i in row) for row in picks]
+    words = caption_words(count, generator).tolist()
+    picks = torch.randint(0, len(vocabulary), (count, max(words)), generator=generator).tolist()
+    return [" ".join(vocabulary[i] for i in row[:length]) for row, length in zip(picks, words, strict=True)]
 
 
 def synthetic_embeds(images: int, captions: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +107,11 @@ def main() -> None:
     scored = ctx.timings["itm_rerank"].items
     itm_seconds = ctx.timings["itm_rerank"].seconds
     print(f"encode images (ViT)   {image_seconds:9.2f} s {images / image_seconds:10.1f} images/s")
-    print(f"encode texts          {text_seconds:9.2f} s {len(captions) / text_seconds:10.1f} texts/s")
+    tokens = texts.attention_mask.sum(dim=1).float()
+    print(
+        f"encode texts          {text_seconds:9.2f} s {len(captions) / text_seconds:10.1f} texts/s "
+        f"({int(tokens.min())}-{int(tokens.max())} tokens, mean {tokens.mean():.1f})"
+    )
     print(
         f"rank + ITM re-rank    {rank_seconds:9.2f} s  {asked} pairs asked, {scored} distinct scored "
         f"({100 * (1 - scored / asked):.1f}% asked twice); ITM stage {itm_seconds:.2f} s, "

@@ -13,5 +13,6 @@ export PYTHONPATH="$repo:$links${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 H
 cd "$repo/bench"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$log_dir/gpu.txt"
 python3 bench_itm.py --breakdown --reference-images 16 2>&1 | tee "$log_dir/itm.log"
+python3 bench_itm.py --text-lengths coco --reference-images 16 2>&1 | tee "$log_dir/itm_coco_lengths.log"
 python3 bench_caption.py 2>&1 | tee "$log_dir/caption.log"
 timeout "${E2E_LIMIT:-300}" python3 bench_retrieval_e2e.py 2>&1 | tee "$log_dir/retrieval_e2e.log"

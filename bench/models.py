@@ -148,13 +148,35 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def random_texts(count: int, generator: torch.Generator, min_tokens: int = TEXT_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` texts of ``[CLS]``, words and ``[SEP]``, ``min_tokens``..35 tokens long, right-padded
-    to 35 as BLIP's evaluation pads them (ids from BERT's word range, 1000..29999)."""
-    lengths = torch.randint(min_tokens, TEXT_TOKENS + 1, (count,), generator=generator)
+CAPTION_WORDS = (8, 30)
+"""Shortest and longest caption in words: COCO's collection asked for at least 8 words, and
+BLIP's ``pre_caption`` keeps at most 30."""
+CAPTION_TAIL_MEAN = 2.5
+"""Mean words beyond the shortest: captions average about 10.5 words."""
+
+
+def caption_words(count: int, generator: torch.Generator) -> torch.Tensor:
+    """Word counts of ``count`` COCO-like captions: 8 words plus a geometric tail of mean 2.5,
+    capped at 30. A model, not a measurement of COCO: what matters for speed is that most
+    captions are short while a batch of thousands holds a few long ones, as on real data (the
+    first image of COCO's Karpathy split already has one caption of 25 words)."""
+    stop = 1 / (1 + CAPTION_TAIL_MEAN)
+    uniform = torch.rand(count, generator=generator).clamp_min(1e-12)
+    tail = torch.floor(torch.log(uniform) / torch.log(torch.tensor(1 - stop)))
+    return (CAPTION_WORDS[0] + tail).clamp_max(CAPTION_WORDS[1]).long()
+
+
+def random_texts(count: int, generator: torch.Generator, lengths: str = "full") -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` texts of ``[CLS]``, words and ``[SEP]``, right-padded to 35 as BLIP's evaluation
+    pads them (ids from BERT's word range, 1000..29999). ``lengths``: "full", every text 35
+    tokens; "coco", one token per word of ``caption_words``."""
+    if lengths == "full":
+        tokens = torch.full((count,), TEXT_TOKENS)
+    else:
+        tokens = (caption_words(count, generator) + 2).clamp_max(TEXT_TOKENS)
     ids = torch.randint(1000, 30000, (count, TEXT_TOKENS), generator=generator)
     positions = torch.arange(TEXT_TOKENS)[None]
-    mask = (positions < lengths[:, None]).long()
+    mask = (positions < tokens[:, None]).long()
     ids[:, 0] = 101
-    ids[positions == (lengths[:, None] - 1)] = 102
+    ids[positions == (tokens[:, None] - 1)] = 102
     return ids * mask, mask

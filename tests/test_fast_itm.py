@@ -9,7 +9,7 @@ from transformers import BlipConfig, BlipForImageTextRetrieval
 
 from harness.capabilities import DialogContext
 from harness.specs import ModelRequest
-from harness_plugins.blip.fast_itm import itm_logits, pack_by_image
+from harness_plugins.blip.fast_itm import PackedTexts, itm_logits, pack_by_image
 from harness_plugins.blip.masking import honour_cross_attention_masks
 from harness_plugins.blip.presets import build_blip_tiny
 from harness_plugins.blip.retrieval import BlipRetrievalModel
@@ -39,11 +39,11 @@ def module() -> BlipForImageTextRetrieval:
     return model
 
 
-def padded_texts(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_texts(count: int, generator: torch.Generator, shortest: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids with ``[ENC]`` first and right padding of random length (at least one text unpadded)."""
     ids = torch.randint(5, VOCAB, (count, TEXT_TOKENS), generator=generator)
     ids[:, 0] = ENC
-    lengths = torch.randint(2, TEXT_TOKENS + 1, (count,), generator=generator)
+    lengths = torch.randint(shortest, TEXT_TOKENS + 1, (count,), generator=generator)
     lengths[0] = TEXT_TOKENS
     mask = (torch.arange(TEXT_TOKENS)[None] < lengths[:, None]).long()
     return ids * mask, mask
@@ -69,12 +69,13 @@ def mixed_pairs(generator: torch.Generator) -> torch.Tensor:
     return index
 
 
+@pytest.mark.parametrize("shortest", [1, 2, TEXT_TOKENS], ids=["one-token-texts", "padded", "none-padded"])
 @torch.inference_mode()
-def test_fast_path_equals_the_transformers_reference(module) -> None:
+def test_fast_path_equals_the_transformers_reference(module, shortest: int) -> None:
     generator = torch.Generator().manual_seed(1)
     image_tokens = torch.randn(IMAGES, IMAGE_TOKENS, IMAGE_WIDTH, generator=generator)
     image_index = mixed_pairs(generator)
-    ids, mask = padded_texts(len(image_index), generator)
+    ids, mask = padded_texts(len(image_index), generator, shortest)
 
     expected = reference_logits(module, image_tokens, image_index, ids, mask)
     actual = itm_logits(module, image_tokens, image_index, ids, mask)
@@ -96,6 +97,24 @@ def test_padding_content_does_not_change_a_logit(module) -> None:
         itm_logits(module, image_tokens, image_index, other, mask),
         rtol=0, atol=TOLERANCE,
     )
+
+
+@torch.inference_mode()
+def test_left_padded_texts_are_refused(module) -> None:
+    ids, mask = padded_texts(3, torch.Generator().manual_seed(6))
+    with pytest.raises(ValueError, match="right-padded"):
+        itm_logits(module, torch.zeros(1, IMAGE_TOKENS, IMAGE_WIDTH), torch.zeros(3, dtype=torch.long), ids, mask.flip(1))
+
+
+def test_packing_keeps_the_real_tokens_in_order_and_pads_with_zeros() -> None:
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    padded = torch.arange(12.0).view(3, 4, 1)
+    packed = PackedTexts.of(mask)
+
+    assert packed.pack(padded).flatten().tolist() == [0, 1, 2, 4, 8, 9, 10, 11]
+    assert packed.first.tolist() == [0, 3, 4]
+    assert packed.text.tolist() == [0, 0, 0, 1, 2, 2, 2, 2]
+    assert torch.equal(packed.pad(packed.pack(padded)), padded * mask[..., None])
 
 
 def test_layout_gives_every_text_its_own_slot_in_a_row_of_its_image() -> None:

@@ -72,7 +72,7 @@ def harness_add_commands(
 def _add_toy_train(toy_subparsers: argparse._SubParsersAction) -> None:
     parser = toy_subparsers.add_parser(
         "train",
-        help="train blip-tiny on the toy suite (17 minutes measured on 2 CPU cores shared with other jobs)",
+        help="train blip-tiny on the toy suite (17.5 minutes measured on 2 idle CPU cores)",
         description=(
             "Train every head of blip-tiny on the toy suite's train splits with BLIP's objectives: ITC, ITM with "
             "hard negatives and the captioning LM loss on shared weights, then the VQA (image and video "
