@@ -38,9 +38,15 @@ def spice_models_present() -> bool:
     """
     from pycocoevalcap.spice import get_stanford_models as spice_models
 
-    lib_dir = os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
     jars = (f"{spice_models.JAR}.jar", f"{spice_models.JAR}-models.jar")
-    return all(os.path.isfile(os.path.join(lib_dir, jar)) for jar in jars)
+    return all(os.path.isfile(os.path.join(_spice_lib_dir(), jar)) for jar in jars)
+
+
+def _spice_lib_dir() -> str:
+    """Where pycocoevalcap's SPICE looks for (and would download) Stanford CoreNLP."""
+    from pycocoevalcap.spice import get_stanford_models as spice_models
+
+    return os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
 
 
 def _use_spice(spice: bool | None) -> bool:
@@ -48,9 +54,7 @@ def _use_spice(spice: bool | None) -> bool:
         return False
     if spice_models_present():
         return True
-    from pycocoevalcap.spice import get_stanford_models as spice_models
-
-    lib_dir = os.path.join(spice_models.SPICEDIR, spice_models.SPICELIB)
+    lib_dir = _spice_lib_dir()
     fetch = (
         "fetch them with `python -m pycocoevalcap.spice.get_stanford_models` on a machine with network access"
     )
