@@ -6,6 +6,7 @@ Percentages are in percent (0-100), as the BLIP paper reports them; ranks are 1-
 from harness.metrics.captioning import NOCAPS_DOMAINS, caption_scores, nocaps_scores, spice_models_present
 from harness.metrics.classification import accuracy
 from harness.metrics.dialog import mrr, ndcg, ranks_from_scores, visdial_metrics
+from harness.metrics.diversity import distinct_n, mbleu4, vocabulary_size
 from harness.metrics.retrieval import (
     image_text_retrieval_metrics,
     mean_rank,
@@ -19,8 +20,10 @@ from harness.metrics.vqa import normalize_answer, per_sample_vqa_accuracy, vqa_a
 __all__ = [
     "NOCAPS_DOMAINS",
     "accuracy",
+    "distinct_n",
     "caption_scores",
     "image_text_retrieval_metrics",
+    "mbleu4",
     "mean_rank",
     "median_rank",
     "mrr",
@@ -33,6 +36,7 @@ __all__ = [
     "recall_at_k",
     "spice_models_present",
     "video_text_retrieval_metrics",
+    "vocabulary_size",
     "visdial_metrics",
     "vqa_accuracy",
     "vqa_accuracy_score",
