@@ -133,11 +133,19 @@ def spice_setting(protocol: Mapping[str, Any]) -> bool | None:
     raise ConfigError(f"spice must be 'auto', true or false, got {value!r}")
 
 
-def most_frequent_caption(references: Mapping[str, list[str]]) -> str:
+def most_frequent_caption(references: Mapping[str, list[str]], max_words: int) -> str:
     """The reference caption written most often in the split (case and spacing ignored; the
-    first one reached in dataset order wins a tie)."""
+    first one reached in dataset order wins a tie), cut to its first ``max_words`` words.
+
+    The cut keeps the floor a captioner could reach under the protocol, whose captions are at
+    most ``max_length`` tokens long, and keeps scoring bounded: one pathological reference (a
+    10,000-word "caption" reached first in a split of unique captions) given to every image would
+    otherwise keep METEOR's alignment busy for hours.
+    """
+    if max_words < 1:
+        raise ValueError(f"max_words must be >= 1, got {max_words}")
     counts = Counter(" ".join(caption.lower().split()) for captions in references.values() for caption in captions)
-    return counts.most_common(1)[0][0]
+    return " ".join(counts.most_common(1)[0][0].split()[:max_words])
 
 
 class CaptioningTask(ImageTask):
@@ -219,11 +227,12 @@ class CaptioningTask(ImageTask):
 
     def reference_levels(self, dataset: Dataset, protocol: Mapping[str, Any]) -> dict[str, float]:
         """The scores of a captioner that ignores the image: the split's most frequent reference
-        caption (see ``most_frequent_caption``) given for every image. SPICE is left out (it
-        takes minutes on a full split and adds nothing to this floor)."""
+        caption (see ``most_frequent_caption``), cut to ``max_length`` words, given for every
+        image. SPICE is left out (it takes minutes on a full split and adds nothing to this
+        floor)."""
         if not dataset.samples:
             return {}
-        constant = most_frequent_caption(dataset.extra["references"])
+        constant = most_frequent_caption(dataset.extra["references"], int(protocol["max_length"]))
         return self._scores({sample.sample_id: constant for sample in dataset.samples}, dataset, False)
 
     def _scores(self, captions: dict[str, str], dataset: Dataset, spice: bool | None) -> dict[str, float]:

@@ -118,7 +118,7 @@ def test_coco_captions_are_scored_with_the_coco_metrics_and_beat_the_constant_ca
 
     levels = task.reference_levels(dataset, ctx.protocol)
     assert set(levels) == set(metrics)
-    assert most_frequent_caption(dataset.extra["references"]) == "a square"
+    assert most_frequent_caption(dataset.extra["references"], 20) == "a square"
     assert levels["cider"] < metrics["cider"]
 
 
@@ -276,3 +276,12 @@ def test_blip_tiny_captions_the_toy_suite_deterministically(toy_root, tmp_path):
     metrics = task.score(dataset, runs[0], protocol)
     assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
     assert all(0.0 <= value <= 1000.0 for value in metrics.values())
+
+
+def test_the_chance_caption_is_cut_to_the_protocol_length():
+    # Every caption is unique, so the first one reached wins: a pathological 10,000-word one.
+    references = {"1": ["word " * 10_000], "2": ["a dog on the grass"], "3": ["a red bus"]}
+    assert most_frequent_caption(references, 20) == " ".join(["word"] * 20)
+    assert most_frequent_caption({"1": ["A  Cat", "a cat"], "2": ["a dog"]}, 20) == "a cat"
+    with pytest.raises(ValueError, match="max_words"):
+        most_frequent_caption(references, 0)

@@ -13,12 +13,16 @@ node that only times models.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
+from harness.child_processes import reap_new_children
 from harness.errors import ConfigError
 
 NOCAPS_DOMAINS = {"in-domain": "in", "near-domain": "near", "out-domain": "out"}
@@ -105,6 +109,24 @@ def _tokenize(captions: _Captions) -> dict[Hashable, list[str]]:
     return PTBTokenizer().tokenize(lines)
 
 
+@contextmanager
+def _ptb_temp_files_removed() -> Iterator[None]:
+    """Remove the temporary file pycocoevalcap's PTB tokenizer leaves in its package folder when
+    it is interrupted between writing and deleting it."""
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    folder = os.path.dirname(os.path.abspath(ptbtokenizer.__file__))
+    before = set(os.listdir(folder))
+    try:
+        yield
+    except BaseException:
+        for name in set(os.listdir(folder)) - before:
+            if name.startswith("tmp"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(folder, name))
+        raise
+
+
 def _spice_scorer() -> _Scorer:
     from pycocoevalcap.spice.spice import Spice
 
@@ -122,11 +144,31 @@ def _spice_scorer() -> _Scorer:
     return score
 
 
-def _scorers(use_spice: bool) -> list[tuple[tuple[str, ...], _Scorer]]:
+def _close_meteor(meteor: Any) -> None:
+    """Stop pycocoevalcap's METEOR Java process now, whatever state the wrapper is in.
+
+    The wrapper holds a lock while it talks to Java and takes it again in ``__del__``; a signal
+    that arrives mid-``compute_score`` leaves the lock held, so the garbage collector would
+    later block forever in ``__del__``. Releasing it here and stopping the process ourselves
+    makes that ``__del__`` a no-op instead of a hang.
+    """
+    if meteor.lock.locked():
+        meteor.lock.release()
+    process = meteor.meteor_p
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    process.kill()
+    process.wait()
+
+
+@contextmanager
+def _scorers(use_spice: bool) -> Iterator[list[tuple[tuple[str, ...], _Scorer]]]:
     """The scorers of the COCO caption evaluation, each with the names of the values it returns.
 
     METEOR starts one Java process (loading its paraphrase table takes several seconds), so the
-    scorers are built once per call and reused across NoCaps domains.
+    scorers are built once per call and reused across NoCaps domains; the process is stopped
+    when the block ends, also when a signal ends it.
     """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -145,7 +187,10 @@ def _scorers(use_spice: bool) -> list[tuple[tuple[str, ...], _Scorer]]:
     ]
     if use_spice:
         scorers.append((("spice",), _spice_scorer()))
-    return scorers
+    try:
+        yield scorers
+    finally:
+        _close_meteor(meteor)
 
 
 def _score_subsets(
@@ -157,16 +202,19 @@ def _score_subsets(
     """Score each named subset of examples separately; keys are the subset's prefix + metric name."""
     use_spice = _use_spice(spice)
     _require_java()
-    tokenized_refs = _tokenize(references)
-    tokenized_preds = _tokenize({key: [caption] for key, caption in predictions.items()})
-    scorers = _scorers(use_spice)
     results: dict[str, float] = {}
-    for prefix, ids in subsets.items():
-        refs = {key: tokenized_refs[key] for key in ids}
-        preds = {key: tokenized_preds[key] for key in ids}
-        for names, scorer in scorers:
-            values = scorer(refs, preds)
-            results.update({prefix + name: 100.0 * float(v) for name, v in zip(names, values, strict=True)})
+    # Java children (the PTB tokenizer, METEOR, SPICE) die with an interrupted scoring instead
+    # of running on after the harness has exited.
+    with reap_new_children(), _ptb_temp_files_removed():
+        tokenized_refs = _tokenize(references)
+        tokenized_preds = _tokenize({key: [caption] for key, caption in predictions.items()})
+        with _scorers(use_spice) as scorers:
+            for prefix, ids in subsets.items():
+                refs = {key: tokenized_refs[key] for key in ids}
+                preds = {key: tokenized_preds[key] for key in ids}
+                for names, scorer in scorers:
+                    values = scorer(refs, preds)
+                    results.update({prefix + name: 100.0 * float(v) for name, v in zip(names, values, strict=True)})
     return results
 
 
