@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.caveats import headline
 from harness.errors import DataError
 
 RESULT_SCHEMA = "harness.result/1"
@@ -103,10 +104,46 @@ class RunRecord:
         return self.data["data"]["fingerprint"]
 
     @property
+    def baseline_row(self) -> Mapping[str, str] | None:
+        """``{"table", "model"}`` of the published row this run's model reproduces, if known."""
+        return self.data.get("baseline_row")
+
+    @property
+    def caveats(self) -> list[str]:
+        return list(self.data.get("caveats") or [])
+
+    @property
+    def protocol_changes(self) -> Mapping[str, Any]:
+        """Protocol settings this run changed from the task's defaults (``--set``)."""
+        return self.data.get("protocol_changes") or {}
+
+    @property
+    def headline(self) -> list[str]:
+        """The task's headline metrics that this record has (every metric when it names none)."""
+        return headline(self.data)
+
+    @property
     def label(self) -> str:
         """How a table names this run: the model and, when it says more, the weights."""
         weights = self.weights_name
         return self.model if not weights or weights == self.model else f"{self.model} ({weights})"
+
+
+def _check_interpretation(data: Mapping[str, Any], path: Path) -> None:
+    """The optional fields that say how to read a record (``harness.caveats``); absent in records
+    written before them, which then simply have no reference row and no caveats."""
+    row = data.get("baseline_row")
+    if row is not None and not (
+        isinstance(row, Mapping) and all(isinstance(row.get(key), str) for key in ("table", "model"))
+    ):
+        raise DataError(f"{path}: field 'baseline_row' must be null or {{table, model}} strings, got {row!r}")
+    for key in ("caveats", "headline_metrics"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise DataError(f"{path}: field {key!r} must be a list of strings, got {value!r}")
+    changes = data.get("protocol_changes")
+    if changes is not None and not isinstance(changes, Mapping):
+        raise DataError(f"{path}: field 'protocol_changes' must be an object, got {changes!r}")
 
 
 def parse_record(data: Any, path: Path) -> RunRecord:
@@ -131,6 +168,7 @@ def parse_record(data: Any, path: Path) -> RunRecord:
             f"{path}: field 'data.fingerprint' must be a string, got {data_info.get('fingerprint')!r}"
         )
     metrics = check_metrics(_require(data, "metrics", Mapping, path), str(path))
+    _check_interpretation(data, path)
     return RunRecord(path=path, data=data, metrics=metrics)
 
 

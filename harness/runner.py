@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import open_feature_cache
+from harness.caveats import interpretation_fields
 from harness.config import (
     RunConfig,
     check_output_dir,
@@ -182,10 +183,11 @@ def _summary_line(record: Mapping[str, Any], run_dir: Path) -> str:
     metrics = ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items() if isinstance(v, (int, float)))
     samples = record["samples"]
     skipped = f", {samples['skipped']} skipped" if samples["skipped"] else ""
-    return (
+    line = (
         f"{record['task']} [{record['split']}] {record['model']}: {metrics or 'no metrics (no ground truth)'} "
         f"({samples['evaluated']} samples{skipped}, {record['timings']['total_seconds']:.1f} s) -> {run_dir}"
     )
+    return "\n".join([line, *(f"  caveat: {caveat}" for caveat in record.get("caveats") or [])])
 
 
 class Runner:
@@ -396,6 +398,8 @@ class Runner:
             "outputs": outputs,
             "created": now_iso(),
             "run_config": config.to_json(),
+            **interpretation_fields(model_spec, spec, split, ctx.protocol, weights=config.weights,
+                                    toy=config.toy, limit=config.limit),
         }
         write_json_atomic(run_dir / RESULT_NAME, record)
         try:
