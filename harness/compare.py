@@ -393,12 +393,15 @@ def run_compare(args: argparse.Namespace) -> int:
     names = _names(args.baselines)
     only_files = names is not None and all(is_baseline_path(n) for n in names)
     registered = [] if only_files else registered_baselines()
-    tables = build_tables(records, select_baselines(registered, names), reference=args.reference, ci=args.ci)
+    tables = build_tables(records, select_baselines(registered, names), reference=args.against, ci=args.ci)
     text = render(tables, args.format, digits=args.digits)
     if args.output is None:
         print(text, end="")
     else:
         _write_text(args.output, text)
+        apart = sum(not table.comparable for table in tables)
+        print(f"wrote {len(tables)} table(s) for {len(records)} run(s) to {args.output}"
+              + (f"; {apart} of them apart from the published rows (not comparable)" if apart else ""))
     if args.plot is not None:
         try:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
@@ -415,8 +418,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="tables of runs beside published baselines (md, csv, latex, html) and a plot",
         description=(
             "One table per task and split: the published baseline rows for that task and split, "
-            "then the given runs; deltas against a reference row; the best value per column is "
-            "marked (lowest for rank metrics)."
+            "then the given runs, each with its delta to the published row of its own model; the "
+            "best value per column is marked (lowest for rank metrics). Runs on the toy suite or a "
+            "--limit subset are shown in a table of their own, never ranked beside published rows."
         ),
     )
     parser.add_argument(
@@ -430,21 +434,25 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument(
         "--format", choices=FORMATS, default="md",
-        help="output format: Markdown, CSV, LaTeX (booktabs) or a standalone HTML page (default: md)",
+        help="output format: wide tables in Markdown, LaTeX (booktabs) or a standalone HTML page, or "
+        "tidy CSV with one line per row, task, split and metric (default: md)",
     )
     parser.add_argument(
-        "--reference", metavar="ROW",
-        help="label of the row deltas are measured against, e.g. 'BLIP (129M)' or a run's "
-        "'model (weights)' label (default: each table's first published row)",
+        "--against", "--reference", dest="against", metavar="ROW",
+        help="label of the row every delta is measured against, e.g. 'BLIP (14M)' or a run's "
+        "'model (weights)' label (default: each run's deltas are against the published row of its "
+        "own model, recorded by the model's preset; published rows then show no deltas)",
     )
     parser.add_argument(
         "--plot", type=Path, metavar="FILE.png",
-        help="also draw grouped bars per metric, one series per row, into this PNG file",
+        help="also draw, per task, each run's headline metrics against its reference row (one "
+        "small axis per metric, one colour per model, values and deltas written on) into this PNG",
     )
     parser.add_argument(
         "--ci", action="store_true",
         help="add bootstrap 95%% confidence intervals (percentile, 1000 resamples, seed 0) to the "
-        "runs' metrics that are means over samples, from each run's per_sample.jsonl",
+        "runs' metrics that are means over samples, from each run's per_sample.jsonl (tasks without "
+        "per-sample metrics get a note instead)",
     )
     parser.add_argument(
         "--output", "-o", type=Path, metavar="FILE", help="write the tables here instead of stdout"

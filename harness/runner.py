@@ -195,6 +195,8 @@ class Runner:
         self.config = config
         self.registry = (registry or get_registry()).collect()
         self.report = report
+        self.finished_dirs: list[Path] = []
+        """Run directory of each record ``run`` returned, in the same order (process 0 only)."""
 
     def plan(self) -> tuple[ModelSpec, list[TaskSpec]]:
         """Every check that needs no data or weights, done before anything heavy is loaded."""
@@ -271,6 +273,7 @@ class Runner:
             if not dist.is_main:
                 return None
             self.report(f"{spec.name}: already finished in {run_dir}")
+            self.finished_dirs.append(run_dir)
             return read_record(run_dir)
         lock = RunLock(run_dir) if dist.is_main else None
         try:
@@ -402,6 +405,7 @@ class Runner:
                                     toy=config.toy, limit=config.limit),
         }
         write_json_atomic(run_dir / RESULT_NAME, record)
+        self.finished_dirs.append(run_dir)
         try:
             self.registry.pm.hook.harness_run_finished(record=record)
         except Exception as exc:  # a logger plugin must never fail a finished run
