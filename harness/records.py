@@ -20,6 +20,8 @@ from harness.errors import DataError
 
 RESULT_SCHEMA = "harness.result/1"
 RESULT_NAME = "result.json"
+SUMMARY_SCHEMA = "harness.summary/1"
+"""The run summary ``harness run`` writes beside its run directories (``harness.run_summary``)."""
 
 
 def is_number(value: Any) -> bool:
@@ -179,24 +181,54 @@ def load_record(path: Path) -> RunRecord:
     return parse_record(read_json(file, "result record"), file)
 
 
+def _summary_runs(data: Any, path: Path) -> list[RunRecord] | None:
+    """The records a run summary (``summary-*.json`` of one ``harness run``) lists, read from its
+    run directories beside it; None when ``data`` is not a summary."""
+    if not isinstance(data, Mapping) or data.get("schema") != SUMMARY_SCHEMA:
+        return None
+    runs = data.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, Mapping) and isinstance(r.get("run_dir"), str) for r in runs):
+        raise DataError(f"{path}: field 'runs' must be a list of objects with a 'run_dir' string")
+    return [load_record(path.parent / run["run_dir"]) for run in runs]
+
+
+def _load_file(path: Path) -> list[RunRecord]:
+    """A record file, or the records a run summary lists. The summary's Markdown twin (what a
+    shell glob such as ``results/runs/*`` passes along) holds no record and is passed over."""
+    twin = path.with_suffix(".json")
+    if path.suffix == ".md" and twin.is_file() and _summary_runs(read_json(twin, "run summary"), twin) is not None:
+        return []
+    data = read_json(path, "result record")
+    summary = _summary_runs(data, path)
+    return summary if summary is not None else [parse_record(data, path)]
+
+
 def find_records(path: Path) -> list[RunRecord]:
     """Every record under ``path``: a ``result.json``, a run directory, a directory of run
-    directories (what ``harness run`` writes for several tasks), or a folder of records saved
-    under other names (``results/reference/<task>.json``), in path order."""
+    directories (what ``harness run`` writes for several tasks), a run summary (the runs of one
+    ``harness run``), or a folder of records saved under other names
+    (``results/reference/<task>.json``), in path order."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory (expected a run directory or {RESULT_NAME})")
-    if path.is_file() or (path / RESULT_NAME).is_file():
+    if path.is_file():
+        return _load_file(path)
+    if (path / RESULT_NAME).is_file():
         return [load_record(path)]
     files = sorted(path.rglob(RESULT_NAME)) or sorted(path.glob("*.json"))
     if not files:
         raise DataError(f"{path}: no {RESULT_NAME} (or record .json files) in this directory or below it")
-    return [load_record(file) for file in files]
+    return [record for file in files for record in _load_file(file)]
 
 
 def find_all_records(paths: Iterable[Path]) -> list[RunRecord]:
-    """Records under each path, in the order given."""
-    return [record for path in paths for record in find_records(path)]
+    """Records under each path, in the order given, each once: ``results/runs/*`` names a run
+    directory and the summary listing it, and the run must not appear twice in a table."""
+    records: dict[Path, RunRecord] = {}
+    for path in paths:
+        for record in find_records(path):
+            records.setdefault(record.path.resolve(), record)
+    return list(records.values())
 
 
 def load_per_sample(record: RunRecord) -> dict[str, dict[str, float]]:

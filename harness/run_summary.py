@@ -16,9 +16,8 @@ from typing import Any
 
 from harness.caveats import headline, not_comparable_reason
 from harness.errors import OutputError
+from harness.records import SUMMARY_SCHEMA
 from harness.results import write_json_atomic
-
-SUMMARY_SCHEMA = "harness.summary/1"
 
 
 def _metric_text(record: Mapping[str, Any]) -> str:

@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from result_fixtures import record_data
+from result_fixtures import record_data, write_record
 
 from harness.errors import OutputError
+from harness.records import find_all_records, find_records
 from harness.run_summary import SUMMARY_SCHEMA, closing_table, summary_paths, write_run_summary
 
 TOY = "toy suite: generated"
@@ -70,3 +71,15 @@ def test_an_unwritable_output_is_one_clear_error(tmp_path: Path):
     blocked.write_text("not a directory")
     with pytest.raises(OutputError, match="cannot write the run summary"):
         write_run_summary(_records(), [tmp_path / "a", tmp_path / "b"], blocked, "harness run")
+
+
+def test_a_glob_over_the_output_reads_each_run_once_and_a_summary_names_its_runs(tmp_path: Path):
+    """``harness compare results/runs/*`` passes the run directories and both summary files."""
+    run_dirs = [write_record(tmp_path / "a", task="first"), write_record(tmp_path / "b", task="second")]
+    records = [json.loads((d / "result.json").read_text()) for d in run_dirs]
+    json_path, md_path = write_run_summary(records, run_dirs, tmp_path, "harness run")
+    everything = sorted(tmp_path.iterdir())
+    assert md_path in everything and json_path in everything
+    assert [r.task for r in find_all_records(everything)] == ["first", "second"]
+    assert [r.run_dir for r in find_records(json_path)] == run_dirs
+    assert find_records(md_path) == []
