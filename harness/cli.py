@@ -20,6 +20,14 @@ def _fmt_protocol(protocol: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in protocol.items())
 
 
+def _fmt_rows(rows: dict) -> str:
+    """``BLIP (129M): coco_retrieval, nlvr2; ...``: each published row with the tasks it is for."""
+    by_row: dict = {}
+    for task, row in rows.items():
+        by_row.setdefault(f"{row.model} ({row.table})", []).append(task)
+    return "; ".join(f"{row}: {', '.join(tasks)}" for row, tasks in by_row.items())
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.registry import get_registry
 
@@ -34,6 +42,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"  {'':<14} weights: {weights}")
             if spec.protocol_overrides:
                 print(f"  {'':<14} protocol changes: {_fmt_protocol(dict(spec.protocol_overrides))}")
+            if spec.baseline_rows:
+                print(f"  {'':<14} published rows (deltas in `harness compare`): {_fmt_rows(spec.baseline_rows)}")
     if args.what in ("tasks", "all"):
         print("tasks:")
         for spec in registry.tasks.values():

@@ -91,3 +91,12 @@ def test_headline_keeps_the_task_order_and_falls_back_to_every_metric():
     record = {"metrics": {"bleu4": 1.0, "cider": 2.0, "meteor": 3.0}, "headline_metrics": ["cider", "spice", "bleu4"]}
     assert headline(record) == ["cider", "bleu4"]  # no SPICE without CoreNLP: skipped, not invented
     assert headline({"metrics": {"a": 1.0, "b": 2.0}}) == ["a", "b"]
+
+
+def test_list_shows_each_presets_published_rows(capsys):
+    from harness.cli import main
+
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "published rows (deltas in `harness compare`): BLIP (129M) (blip_paper): coco_retrieval," in out
+    assert "BLIP CapFilt-L (129M) (blip_paper): coco_captioning, nocaps" in out
