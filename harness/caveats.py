@@ -9,7 +9,7 @@ plugin. Comparability is decided from recorded data (toy suite, ``--limit``), ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.specs import ModelSpec, TaskSpec
@@ -23,11 +23,15 @@ def limit_caveat(limit: int) -> str:
     return f"--limit {limit}: only the first {limit} samples of the split; not comparable with published numbers"
 
 
-def protocol_changes(protocol: Mapping[str, Any], spec: TaskSpec, model: ModelSpec) -> dict[str, Any]:
-    """The protocol keys whose value differs from the task's defaults as the model adjusts them:
-    what the user changed with ``--set``, so a table can label the run by it."""
+def protocol_changes(
+    protocol: Mapping[str, Any], spec: TaskSpec, model: ModelSpec, user_keys: Iterable[str],
+) -> dict[str, Any]:
+    """What the user changed with ``--set``: the keys they set whose value differs from the
+    task's default as the model adjusts it, so a table can label the run by them. Only the
+    user's keys count: a task may resolve a default itself (``rerank=auto`` -> true)."""
     expected = {**spec.protocol, **{k: v for k, v in model.protocol_overrides.items() if k in spec.protocol}}
-    return {key: value for key, value in protocol.items() if key in expected and expected[key] != value}
+    return {key: protocol[key] for key in user_keys
+            if key in expected and key in protocol and expected[key] != protocol[key]}
 
 
 def run_caveats(
@@ -48,7 +52,7 @@ def run_caveats(
 
 def interpretation_fields(
     model: ModelSpec, task: TaskSpec, split: str, protocol: Mapping[str, Any], *,
-    weights: str | None, toy: bool, limit: int | None,
+    weights: str | None, toy: bool, limit: int | None, user_keys: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The record fields that tell a reader how to read the run: ``baseline_row`` (the published
     row of the same model, known only for the preset's default weights), ``caveats``,
@@ -59,7 +63,7 @@ def interpretation_fields(
         "baseline_row": row.as_json() if row is not None else None,
         "caveats": run_caveats(model, task, split, default_weights=default_weights, toy=toy, limit=limit),
         "headline_metrics": list(task.headline_metrics),
-        "protocol_changes": protocol_changes(protocol, task, model),
+        "protocol_changes": protocol_changes(protocol, task, model, user_keys),
     }
 
 

@@ -402,7 +402,7 @@ class Runner:
             "created": now_iso(),
             "run_config": config.to_json(),
             **interpretation_fields(model_spec, spec, split, ctx.protocol, weights=config.weights,
-                                    toy=config.toy, limit=config.limit),
+                                    toy=config.toy, limit=config.limit, user_keys=config.overrides),
         }
         write_json_atomic(run_dir / RESULT_NAME, record)
         self.finished_dirs.append(run_dir)

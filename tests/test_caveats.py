@@ -26,8 +26,9 @@ def registry():
 
 def _fields(registry, model: str, task: str, split: str, **options):
     model_spec, task_spec = registry.model(model), registry.tasks[task]
-    protocol = merge_protocol(task, task_spec.protocol, model_spec.protocol_overrides, options.pop("set", {}))
-    defaults = {"weights": None, "toy": False, "limit": None}
+    user = options.pop("set", {})
+    protocol = merge_protocol(task, task_spec.protocol, model_spec.protocol_overrides, user)
+    defaults = {"weights": None, "toy": False, "limit": None, "user_keys": user}
     return interpretation_fields(model_spec, task_spec, split, protocol, **{**defaults, **options})
 
 
@@ -82,9 +83,15 @@ def test_toy_and_limit_make_a_run_not_comparable(registry):
 
 def test_protocol_changes_are_the_users_not_the_models(registry):
     tiny, task = registry.model("blip-tiny"), registry.tasks["vqav2"]
-    protocol = merge_protocol("vqav2", task.protocol, tiny.protocol_overrides, {"k_test": 16, "num_beams": 3})
+    user = {"k_test": 16, "num_beams": 3}
+    protocol = merge_protocol("vqav2", task.protocol, tiny.protocol_overrides, user)
     # image_size=64 is blip-tiny's own adjustment and num_beams=3 the default: neither is a change.
-    assert protocol_changes(protocol, task, tiny) == {"k_test": 16}
+    assert protocol_changes(protocol, task, tiny, user) == {"k_test": 16}
+    # A default the task resolves itself (retrieval's rerank=auto becomes true) is no change either.
+    retrieval = registry.tasks["coco_retrieval"]
+    resolved = {**merge_protocol("coco_retrieval", retrieval.protocol, tiny.protocol_overrides, {}), "rerank": True}
+    assert protocol_changes(resolved, retrieval, tiny, {}) == {}
+    assert _fields(registry, "blip-tiny", "vqav2", "val", set={"k_test": 16})["protocol_changes"] == {"k_test": 16}
 
 
 def test_headline_keeps_the_task_order_and_falls_back_to_every_metric():
