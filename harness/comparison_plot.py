@@ -108,7 +108,7 @@ def _draw_table(
     elif references:
         title += f": against {', '.join(sorted(references))}"
     else:
-        title += ": no published row of the same model"
+        title += ": no published row of the same model on this split"
     subfigure.suptitle(title, fontsize=10, x=0.01, ha="left", fontweight="bold")
 
 
@@ -123,8 +123,12 @@ def plot_tables(tables: Sequence[ComparisonTable], digits: int = 1) -> Figure:
         _draw_table(subfigure, table, colours, digits, columns)
     handles = [Line2D([], [], marker="o", color=colour, linestyle="none", markersize=7, label=label)
                for label, colour in colours.items()]
-    handles.append(Line2D([], [], label="published row of the same model (its value on the left; the delta "
-                          "under the run's value; bars: bootstrap 95% CI)", **REFERENCE_STYLE))
+    if any(table.has_deltas for table in tables):
+        handles.append(Line2D([], [], label="published row of the same model (its value on the left; the delta "
+                              "under the run's value)", **REFERENCE_STYLE))
+    if any(table.has_intervals for table in tables):
+        handles.append(Line2D([], [], marker="|", color="0.3", linestyle="none", markersize=10,
+                              label="bootstrap 95% confidence interval"))
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=8,
                   frameon=False)
     return figure
