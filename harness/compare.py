@@ -1,8 +1,11 @@
 """``harness compare``: this project's runs beside published results, one table per task and split.
 
-Tables are built here as plain data (rows, metrics, reference row, best values, bootstrap
-intervals); ``harness.table_formats`` turns them into Markdown, CSV, LaTeX or HTML and
-``harness.comparison_plot`` into a bar chart, so every output format shows the same numbers.
+Tables are built here as plain data (rows, metrics, each row's reference row, best values,
+bootstrap intervals, caveats); ``harness.table_formats`` turns them into Markdown, CSV, LaTeX or
+HTML and ``harness.comparison_plot`` into a figure, so every output format shows the same numbers.
+A run is measured against the published row of its own model (recorded by the model's preset,
+``harness.caveats``), and runs on toy data or a subset get tables of their own
+(docs/comparing.md).
 """
 
 from __future__ import annotations

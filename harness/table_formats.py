@@ -137,6 +137,7 @@ def render_csv(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
     (``value``, ``reference_value``, ``delta``, ``ci_low``, ``ci_high``) unrounded, empty
     where unknown, never a mark inside a number. ``best`` is judged at ``digits`` decimals, as the
     wide tables print it; ``comparable`` is false for runs set apart from published rows."""
+    # Imported here: harness.compare imports this module to render its tables.
     from harness.compare import lower_is_better
 
     out = io.StringIO()
