@@ -4,17 +4,28 @@ code (``harness.errors.ExitCode``), never a traceback."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import ExitCode, HarnessError
+from harness.run_summary import closing_table as metric_table
+from harness.run_summary import write_run_summary
 
 EPILOG = "exit codes: 0 success, 1 metric gate failed, 2 usage or input error, 3 interrupted (resumable)"
 
 
 def _fmt_protocol(protocol: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in protocol.items())
+
+
+def _fmt_rows(rows: dict) -> str:
+    """``BLIP (129M): coco_retrieval, nlvr2; ...``: each published row with the tasks it is for."""
+    by_row: dict = {}
+    for task, row in rows.items():
+        by_row.setdefault(f"{row.model} ({row.table})", []).append(task)
+    return "; ".join(f"{row}: {', '.join(tasks)}" for row, tasks in by_row.items())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -31,6 +42,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"  {'':<14} weights: {weights}")
             if spec.protocol_overrides:
                 print(f"  {'':<14} protocol changes: {_fmt_protocol(dict(spec.protocol_overrides))}")
+            if spec.baseline_rows:
+                print(f"  {'':<14} published rows (deltas in `harness compare`): {_fmt_rows(spec.baseline_rows)}")
     if args.what in ("tasks", "all"):
         print("tasks:")
         for spec in registry.tasks.values():
@@ -47,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set or [])
     if args.resume:
         records = resume(Path(args.resume))
+        run_dirs, output = [Path(args.resume)], Path(args.resume).parent
     else:
         if not args.model or not args.task:
             raise _usage("harness run needs --model and --task (or --resume RUN_DIR)")
@@ -59,22 +73,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
             flush_every=args.flush_every, feature_cache=args.feature_cache,
         )
-        records = Runner(config).run()
+        runner = Runner(config)
+        records = runner.run()
+        run_dirs, output = runner.finished_dirs, Path(config.output)
     if records:
         print(metric_table(records))
+        command = shlex.join(["harness", *sys.argv[1:]])
+        json_path, md_path = write_run_summary(records, run_dirs, output, command)
+        print(f"summary: {md_path} (and {json_path.name})")
     return ExitCode.OK
-
-
-def metric_table(records: Sequence[dict]) -> str:
-    """The closing table of a run: one row per task, its metrics beside the chance level."""
-    lines = ["", "| task | split | metric | value | chance/majority |", "|---|---|---|---|---|"]
-    for record in records:
-        levels = record.get("reference_levels") or {}
-        for name, value in record["metrics"].items():
-            level = levels.get(name)
-            level_text = f"{level:.2f}" if isinstance(level, (int, float)) else ""
-            lines.append(f"| {record['task']} | {record['split']} | {name} | {value:.2f} | {level_text} |")
-    return "\n".join(lines)
 
 
 def cmd_toy_build(args: argparse.Namespace) -> int:

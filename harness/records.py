@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.caveats import headline
 from harness.errors import DataError
 
 RESULT_SCHEMA = "harness.result/1"
 RESULT_NAME = "result.json"
+SUMMARY_SCHEMA = "harness.summary/1"
+"""The run summary ``harness run`` writes beside its run directories (``harness.run_summary``)."""
 
 
 def is_number(value: Any) -> bool:
@@ -103,10 +106,46 @@ class RunRecord:
         return self.data["data"]["fingerprint"]
 
     @property
+    def baseline_row(self) -> Mapping[str, str] | None:
+        """``{"table", "model"}`` of the published row this run's model reproduces, if known."""
+        return self.data.get("baseline_row")
+
+    @property
+    def caveats(self) -> list[str]:
+        return list(self.data.get("caveats") or [])
+
+    @property
+    def protocol_changes(self) -> Mapping[str, Any]:
+        """Protocol settings this run changed from the task's defaults (``--set``)."""
+        return self.data.get("protocol_changes") or {}
+
+    @property
+    def headline(self) -> list[str]:
+        """The task's headline metrics that this record has (every metric when it names none)."""
+        return headline(self.data)
+
+    @property
     def label(self) -> str:
         """How a table names this run: the model and, when it says more, the weights."""
         weights = self.weights_name
         return self.model if not weights or weights == self.model else f"{self.model} ({weights})"
+
+
+def _check_interpretation(data: Mapping[str, Any], path: Path) -> None:
+    """The optional fields that say how to read a record (``harness.caveats``); absent in records
+    written before them, which then simply have no reference row and no caveats."""
+    row = data.get("baseline_row")
+    if row is not None and not (
+        isinstance(row, Mapping) and all(isinstance(row.get(key), str) for key in ("table", "model"))
+    ):
+        raise DataError(f"{path}: field 'baseline_row' must be null or {{table, model}} strings, got {row!r}")
+    for key in ("caveats", "headline_metrics"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise DataError(f"{path}: field {key!r} must be a list of strings, got {value!r}")
+    changes = data.get("protocol_changes")
+    if changes is not None and not isinstance(changes, Mapping):
+        raise DataError(f"{path}: field 'protocol_changes' must be an object, got {changes!r}")
 
 
 def parse_record(data: Any, path: Path) -> RunRecord:
@@ -131,6 +170,7 @@ def parse_record(data: Any, path: Path) -> RunRecord:
             f"{path}: field 'data.fingerprint' must be a string, got {data_info.get('fingerprint')!r}"
         )
     metrics = check_metrics(_require(data, "metrics", Mapping, path), str(path))
+    _check_interpretation(data, path)
     return RunRecord(path=path, data=data, metrics=metrics)
 
 
@@ -141,24 +181,54 @@ def load_record(path: Path) -> RunRecord:
     return parse_record(read_json(file, "result record"), file)
 
 
+def _summary_runs(data: Any, path: Path) -> list[RunRecord] | None:
+    """The records a run summary (``summary-*.json`` of one ``harness run``) lists, read from its
+    run directories beside it; None when ``data`` is not a summary."""
+    if not isinstance(data, Mapping) or data.get("schema") != SUMMARY_SCHEMA:
+        return None
+    runs = data.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, Mapping) and isinstance(r.get("run_dir"), str) for r in runs):
+        raise DataError(f"{path}: field 'runs' must be a list of objects with a 'run_dir' string")
+    return [load_record(path.parent / run["run_dir"]) for run in runs]
+
+
+def _load_file(path: Path) -> list[RunRecord]:
+    """A record file, or the records a run summary lists. The summary's Markdown twin (what a
+    shell glob such as ``results/runs/*`` passes along) holds no record and is passed over."""
+    twin = path.with_suffix(".json")
+    if path.suffix == ".md" and twin.is_file() and _summary_runs(read_json(twin, "run summary"), twin) is not None:
+        return []
+    data = read_json(path, "result record")
+    summary = _summary_runs(data, path)
+    return summary if summary is not None else [parse_record(data, path)]
+
+
 def find_records(path: Path) -> list[RunRecord]:
     """Every record under ``path``: a ``result.json``, a run directory, a directory of run
-    directories (what ``harness run`` writes for several tasks), or a folder of records saved
-    under other names (``results/reference/<task>.json``), in path order."""
+    directories (what ``harness run`` writes for several tasks), a run summary (the runs of one
+    ``harness run``), or a folder of records saved under other names
+    (``results/reference/<task>.json``), in path order."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory (expected a run directory or {RESULT_NAME})")
-    if path.is_file() or (path / RESULT_NAME).is_file():
+    if path.is_file():
+        return _load_file(path)
+    if (path / RESULT_NAME).is_file():
         return [load_record(path)]
     files = sorted(path.rglob(RESULT_NAME)) or sorted(path.glob("*.json"))
     if not files:
         raise DataError(f"{path}: no {RESULT_NAME} (or record .json files) in this directory or below it")
-    return [load_record(file) for file in files]
+    return [record for file in files for record in _load_file(file)]
 
 
 def find_all_records(paths: Iterable[Path]) -> list[RunRecord]:
-    """Records under each path, in the order given."""
-    return [record for path in paths for record in find_records(path)]
+    """Records under each path, in the order given, each once: ``results/runs/*`` names a run
+    directory and the summary listing it, and the run must not appear twice in a table."""
+    records: dict[Path, RunRecord] = {}
+    for path in paths:
+        for record in find_records(path):
+            records.setdefault(record.path.resolve(), record)
+    return list(records.values())
 
 
 def load_per_sample(record: RunRecord) -> dict[str, dict[str, float]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cache import open_feature_cache
+from harness.caveats import interpretation_fields
 from harness.config import (
     RunConfig,
     check_output_dir,
@@ -182,10 +183,11 @@ def _summary_line(record: Mapping[str, Any], run_dir: Path) -> str:
     metrics = ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items() if isinstance(v, (int, float)))
     samples = record["samples"]
     skipped = f", {samples['skipped']} skipped" if samples["skipped"] else ""
-    return (
+    line = (
         f"{record['task']} [{record['split']}] {record['model']}: {metrics or 'no metrics (no ground truth)'} "
         f"({samples['evaluated']} samples{skipped}, {record['timings']['total_seconds']:.1f} s) -> {run_dir}"
     )
+    return "\n".join([line, *(f"  caveat: {caveat}" for caveat in record.get("caveats") or [])])
 
 
 class Runner:
@@ -193,6 +195,8 @@ class Runner:
         self.config = config
         self.registry = (registry or get_registry()).collect()
         self.report = report
+        self.finished_dirs: list[Path] = []
+        """Run directory of each record ``run`` returned, in the same order (process 0 only)."""
 
     def plan(self) -> tuple[ModelSpec, list[TaskSpec]]:
         """Every check that needs no data or weights, done before anything heavy is loaded."""
@@ -269,6 +273,7 @@ class Runner:
             if not dist.is_main:
                 return None
             self.report(f"{spec.name}: already finished in {run_dir}")
+            self.finished_dirs.append(run_dir)
             return read_record(run_dir)
         lock = RunLock(run_dir) if dist.is_main else None
         try:
@@ -396,8 +401,11 @@ class Runner:
             "outputs": outputs,
             "created": now_iso(),
             "run_config": config.to_json(),
+            **interpretation_fields(model_spec, spec, split, ctx.protocol, weights=config.weights,
+                                    toy=config.toy, limit=config.limit, user_keys=config.overrides),
         }
         write_json_atomic(run_dir / RESULT_NAME, record)
+        self.finished_dirs.append(run_dir)
         try:
             self.registry.pm.hook.harness_run_finished(record=record)
         except Exception as exc:  # a logger plugin must never fail a finished run

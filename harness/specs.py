@@ -50,6 +50,33 @@ class ModelRequest:
 
 
 @dataclass(frozen=True)
+class PublishedRow:
+    """A row of a baseline table (``results/baselines/*.json``), named by table and row label."""
+
+    table: str
+    model: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"table": self.table, "model": self.model}
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """Something a reader must know to interpret a number (VQA val with a checkpoint that trained
+    on it), said by the spec that knows it so records and tables repeat it instead of guessing.
+
+    ``tasks`` and ``splits`` limit where it applies; empty means every task or split.
+    """
+
+    text: str
+    tasks: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
+
+    def applies(self, task: str, split: str) -> bool:
+        return (not self.tasks or task in self.tasks) and (not self.splits or split in self.splits)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model plugin entry: ``factory(ModelRequest)`` returns an object implementing the listed
     capabilities (names from ``harness.capabilities.CAPABILITIES``)."""
@@ -63,6 +90,14 @@ class ModelSpec:
     protocol_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Protocol keys this model changes for every task (a tiny test model runs at 64 px, not
     384); applied over the task's defaults and under the user's ``--set``, and recorded."""
+    baseline_rows: Mapping[str, PublishedRow] = field(default_factory=dict)
+    """Task name (or ``"*"``) -> the published row that the default weights of that task
+    reproduce, so ``harness compare`` measures a run against its own model, not another's."""
+    caveats: tuple[Caveat, ...] = ()
+    """What a reader must know about the default weights on a task or split; recorded per run."""
+
+    def baseline_row(self, task: str) -> PublishedRow | None:
+        return self.baseline_rows.get(task, self.baseline_rows.get("*"))
 
     def build(self, request: ModelRequest) -> Any:
         return resolve_factory(self.factory, f"model {self.name!r}")(request)
@@ -82,6 +117,10 @@ class TaskSpec:
     default_split: str
     data_dir: str
     """Folder under ``--data-root`` that holds this task's annotations and media."""
+    headline_metrics: tuple[str, ...] = ()
+    """The metrics a summary shows (the paper's columns); the record keeps every metric."""
+    caveats: tuple[Caveat, ...] = ()
+    """What a reader must know about a split's numbers (NoCaps val is not the test server's)."""
 
     def build(self) -> Any:
         return resolve_factory(self.factory, f"task {self.name!r}")(self)

@@ -1,8 +1,9 @@
-"""Comparison tables as Markdown, CSV, LaTeX (booktabs) and standalone HTML.
+"""Comparison tables as Markdown, LaTeX (booktabs) and standalone HTML, and as tidy CSV.
 
-Every format prints the same cell: the value, the bootstrap interval in brackets for runs with
-``--ci``, and the delta to the reference row in parentheses; the best value per column is bold
-(a trailing ``*`` in CSV, whose delta and interval get their own numeric columns instead).
+The wide formats print the same cell: the value, the bootstrap interval in brackets for runs with
+``--ci``, and the delta to the row's reference in parentheses, the best value per column in bold;
+a column names each row's reference, and the notes under a table give its caveats. The CSV is
+tidy: one line per row, metric and value, with every number in a numeric column of its own.
 """
 
 from __future__ import annotations
@@ -51,29 +52,52 @@ def cell_text(table: ComparisonTable, row: int, metric: str, digits: int, bold: 
 
 
 def heading(table: ComparisonTable) -> str:
-    return f"{table.task} / {table.split}"
+    title = f"{table.task} / {table.split}"
+    return title if table.comparable else f"{title}: not comparable with published results"
+
+
+def notes(table: ComparisonTable) -> list[str]:
+    """What a reader needs under the table: what the marks mean, why the runs stand apart, then
+    each row's caveats; a table of one row has neither deltas nor a best value, so its notes say
+    only what applies."""
+    sentences = list(table.notes)
+    marks = []
+    if table.has_deltas:
+        marks.append(f"Deltas in parentheses are against the row named in column {AGAINST!r}.")
+    if len(table.rows) > 1:
+        marks.append("Bold marks the best value per column (lowest for rank metrics).")
+    if table.has_intervals:
+        marks.append("Brackets: bootstrap 95% confidence interval of the run (percentile, 1000 resamples).")
+    if marks:
+        sentences.insert(0, " ".join(marks))
+    sentences += [f"{row.label}: {caveat}" for row in table.rows for caveat in row.caveats]
+    return sentences
 
 
 def note(table: ComparisonTable) -> str:
-    """What the marks in a table mean, including which row the deltas are against; a table of
-    one row has neither deltas nor a best value, so its note says only what applies."""
-    sentences = []
-    if len(table.rows) > 1:
-        reference = table.rows[table.reference]
-        sentences.append(
-            f"Deltas in parentheses are against {reference.label} ({reference.kind}). "
-            "Bold marks the best value per column (lowest for rank metrics)."
-        )
-    if table.has_intervals:
-        sentences.append("Brackets: bootstrap 95% confidence interval of the run (percentile, 1000 resamples).")
-    return " ".join(sentences)
+    """The notes as one paragraph (a LaTeX caption, a plot footnote)."""
+    return " ".join(text if text.endswith(".") else text + "." for text in notes(table))
+
+
+AGAINST = "deltas against"
+
+
+def _header(table: ComparisonTable) -> list[str]:
+    return ["model", "type", *([AGAINST] if table.has_deltas else []), *table.metrics]
 
 
 def _body(table: ComparisonTable, digits: int, bold: Callable[[str], str]) -> list[list[str]]:
-    return [
-        [row.label, row.kind, *(cell_text(table, index, metric, digits, bold) for metric in table.metrics)]
-        for index, row in enumerate(table.rows)
-    ]
+    body = []
+    for index, row in enumerate(table.rows):
+        reference = table.reference_of(index)
+        against = [reference.label if reference is not None else ""] if table.has_deltas else []
+        cells = [cell_text(table, index, metric, digits, bold) for metric in table.metrics]
+        body.append([row.label, row.kind, *against, *cells])
+    return body
+
+
+def _label_columns(table: ComparisonTable) -> int:
+    return 3 if table.has_deltas else 2
 
 
 def render_markdown(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
@@ -85,39 +109,60 @@ def render_markdown(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
         lines = [
             f"### {escape(heading(table))}",
             "",
-            "| " + " | ".join(["model", "type", *table.metrics]) + " |",
-            "|" + "|".join([":--", ":--", *("--:" for _ in table.metrics)]) + "|",
+            "| " + " | ".join(escape(h) for h in _header(table)) + " |",
+            "|" + "|".join([":--"] * _label_columns(table) + ["--:"] * len(table.metrics)) + "|",
         ]
         for cells in _body(table, digits, lambda text: f"**{text}**"):
             lines.append("| " + " | ".join(escape(cell) for cell in cells) + " |")
-        lines += ["", escape(note(table)), ""] if note(table) else [""]
-        parts.append("\n".join(lines))
+        lines.append("")
+        lines += [f"- {escape(text)}" for text in notes(table)]
+        parts.append("\n".join(lines + ([""] if notes(table) else [])))
     return "\n".join(parts)
 
 
+CSV_COLUMNS = (
+    "task", "split", "comparable", "row", "type", "metric", "value", "reference", "reference_value",
+    "delta", "ci_low", "ci_high", "best", "lower_is_better", "source",
+)
+
+
+def _csv_number(value: float | None) -> str:
+    """Twelve significant digits: every digit a metric carries, without the float noise of a
+    difference (``0.19999999999999574``); empty where unknown (and for NaN)."""
+    return "" if value is None or math.isnan(value) else f"{value:.12g}"
+
+
 def render_csv(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
-    """One CSV for all tables: a row per table row, the union of metric columns (empty where a
-    table lacks the metric), each followed by its delta and, with intervals, its bounds."""
-    metrics = list(dict.fromkeys(metric for table in tables for metric in table.metrics))
-    with_ci = any(table.has_intervals for table in tables)
-    suffixes = ["", "_delta", *(["_ci_low", "_ci_high"] if with_ci else [])]
+    """Tidy data: one line per (row, task, split, metric) with the numbers in their own columns
+    (``value``, ``reference_value``, ``delta``, ``ci_low``, ``ci_high``) unrounded, empty
+    where unknown, never a mark inside a number. ``best`` is judged at ``digits`` decimals, as the
+    wide tables print it; ``comparable`` is false for runs set apart from published rows."""
+    # Imported here: harness.compare imports this module to render its tables.
+    from harness.compare import lower_is_better
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["task", "split", "model", "type", "reference", *(m + s for m in metrics for s in suffixes)])
+    writer.writerow(CSV_COLUMNS)
     for table in tables:
         for index, row in enumerate(table.rows):
-            cells = [table.task, table.split, row.label, row.kind, "yes" if index == table.reference else ""]
-            for metric in metrics:
-                value = table.value(index, metric) if metric in table.metrics else None
-                delta = table.delta(index, metric) if metric in table.metrics else None
+            reference = table.reference_of(index)
+            for metric in table.metrics:
+                value = table.value(index, metric)
+                if value is None:
+                    continue
                 interval = row.intervals.get(metric)
-                shown = "" if value is None else format_number(value, digits)
-                if value is not None and index in table.best_rows(metric, digits):
-                    shown += "*"
-                cells += [shown, "" if delta is None else format_delta(delta, digits)]
-                if with_ci:
-                    cells += ["", ""] if interval is None else [format_number(v, digits) for v in interval]
-            writer.writerow(cells)
+                writer.writerow([
+                    table.task, table.split, str(table.comparable).lower(), row.label, row.kind, metric,
+                    _csv_number(value),
+                    "" if reference is None else reference.label,
+                    _csv_number(None if reference is None else reference.metrics.get(metric)),
+                    _csv_number(table.delta(index, metric)),
+                    _csv_number(None if interval is None else interval[0]),
+                    _csv_number(None if interval is None else interval[1]),
+                    str(index in table.best_rows(metric, digits)).lower(),
+                    str(lower_is_better(metric)).lower(),
+                    row.source,
+                ])
     return out.getvalue()
 
 
@@ -141,16 +186,17 @@ def render_latex(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
             r"\begin{table}[ht]",
             r"\centering",
             rf"\caption{{{latex_escape('. '.join(filter(None, [heading(table), note(table)])))}}}",
-            rf"\begin{{tabular}}{{ll{'r' * len(table.metrics)}}}",
+            rf"\begin{{tabular}}{{{'l' * _label_columns(table)}{'r' * len(table.metrics)}}}",
             r"\toprule",
-            " & ".join(latex_escape(h) for h in ["Model", "Type", *table.metrics]) + r" \\",
+            " & ".join(latex_escape(h) for h in _header(table)) + r" \\",
             r"\midrule",
         ]
         body = _body(table, digits, lambda text: rf"\textbf{{{text}}}")
         for index, cells in enumerate(body):
             if index > 0 and table.rows[index].kind != table.rows[index - 1].kind:
                 lines.append(r"\midrule")
-            escaped = [latex_escape(cells[0]), latex_escape(cells[1]), *cells[2:]]
+            columns = _label_columns(table)
+            escaped = [*(latex_escape(cell) for cell in cells[:columns]), *cells[columns:]]
             lines.append(" & ".join(escaped) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
         parts.append("\n".join(lines))
@@ -160,7 +206,7 @@ def render_latex(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
 _HTML_STYLE = (
     "body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:.5em}"
     "th,td{padding:.25em .6em;border-bottom:1px solid #ccc}td.num{text-align:right}"
-    "tr.run{background:#eef4ff}p.note{color:#555;font-size:90%}"
+    "tr.run{background:#eef4ff}ul.note{color:#555;font-size:90%}"
 )
 
 
@@ -175,17 +221,19 @@ def render_html(tables: Sequence[ComparisonTable], digits: int = 2) -> str:
     ]
     for table in tables:
         lines += [f"<h2>{html.escape(heading(table))}</h2>", "<table>", "<thead>"]
-        lines.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ["model", "type", *table.metrics]) + "</tr>")
+        lines.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in _header(table)) + "</tr>")
         lines += ["</thead>", "<tbody>"]
         body = _body(table, digits, lambda text: f"<strong>{text}</strong>")
+        columns = _label_columns(table)
         for row, cells in zip(table.rows, body, strict=True):
-            label_cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells[:2])
+            label_cells = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells[:columns])
             # Values contain only digits, signs and our own <strong>; nothing to escape.
-            value_cells = "".join(f'<td class="num">{cell}</td>' for cell in cells[2:])
+            value_cells = "".join(f'<td class="num">{cell}</td>' for cell in cells[columns:])
             lines.append(f'<tr class="{row.kind}">{label_cells}{value_cells}</tr>')
         lines += ["</tbody>", "</table>"]
-        if note(table):
-            lines.append(f'<p class="note">{html.escape(note(table))}</p>')
+        if notes(table):
+            items = "".join(f"<li>{html.escape(text)}</li>" for text in notes(table))
+            lines.append(f'<ul class="note">{items}</ul>')
     lines += ["</body>", "</html>", ""]
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ registered the same way from its own entry point.
 from __future__ import annotations
 
 from harness.hookspecs import hookimpl
-from harness.specs import TaskSpec
+from harness.specs import Caveat, TaskSpec
 
 _RETRIEVAL_CAPS = ("ImagePreprocessor", "ImageEncoder", "ImageTextEmbedder")
 _VIDEO_QA_CAPS = ("ImagePreprocessor", "VideoEncoder", "VisualQuestionAnswerer")
@@ -42,6 +42,17 @@ _VQA = {
 }
 _VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform"}
 
+_NOCAPS_VAL = Caveat(
+    "NoCaps val: the BLIP paper's Table 7 reports val too, but the NoCaps leaderboard reports the "
+    "held-out test split, scored only by its evaluation server; val numbers are not test numbers",
+    splits=("val",),
+)
+_VQA_TEST = Caveat(
+    "test: the answers are not public; the accuracy comes from the EvalAI server scoring the "
+    "submission file (test-dev or test-std)",
+    splits=("test",),
+)
+
 TASK_SPECS: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="coco_retrieval",
@@ -52,6 +63,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("karpathy_test_5k", "karpathy_val_5k"),
         default_split="karpathy_test_5k",
         data_dir="coco",
+        headline_metrics=("txt_r1", "txt_r5", "img_r1", "img_r5"),
     ),
     TaskSpec(
         name="flickr30k_retrieval",
@@ -62,6 +74,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("karpathy_test_1k", "karpathy_val_1k"),
         default_split="karpathy_test_1k",
         data_dir="flickr30k",
+        headline_metrics=("txt_r1", "txt_r5", "img_r1", "img_r5"),
     ),
     TaskSpec(
         name="flickr30k_retrieval_zeroshot",
@@ -72,6 +85,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("karpathy_test_1k",),
         default_split="karpathy_test_1k",
         data_dir="flickr30k",
+        headline_metrics=("txt_r1", "txt_r5", "img_r1", "img_r5"),
     ),
     TaskSpec(
         name="coco_captioning",
@@ -82,6 +96,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("karpathy_test", "karpathy_val"),
         default_split="karpathy_test",
         data_dir="coco",
+        headline_metrics=("bleu4", "cider", "spice"),
     ),
     TaskSpec(
         name="nocaps",
@@ -92,6 +107,8 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("val",),
         default_split="val",
         data_dir="nocaps",
+        headline_metrics=("in_cider", "near_cider", "out_cider", "overall_cider", "overall_spice"),
+        caveats=(_NOCAPS_VAL,),
     ),
     TaskSpec(
         name="vqav2",
@@ -102,6 +119,8 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("val", "test"),
         default_split="val",
         data_dir="vqav2",
+        headline_metrics=("accuracy",),
+        caveats=(_VQA_TEST,),
     ),
     TaskSpec(
         name="nlvr2",
@@ -112,6 +131,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("test_p", "dev"),
         default_split="test_p",
         data_dir="nlvr2",
+        headline_metrics=("accuracy",),
     ),
     TaskSpec(
         name="visdial",
@@ -122,6 +142,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("v1.0_val",),
         default_split="v1.0_val",
         data_dir="visdial",
+        headline_metrics=("mrr", "r1", "r10", "ndcg"),
     ),
     TaskSpec(
         name="msrvtt_retrieval",
@@ -132,6 +153,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("test_1k_a",),
         default_split="test_1k_a",
         data_dir="msrvtt",
+        headline_metrics=("t2v_r1", "t2v_r5", "t2v_r10", "t2v_median_rank"),
     ),
     TaskSpec(
         name="msrvtt_qa",
@@ -142,6 +164,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("test",),
         default_split="test",
         data_dir="msrvtt",
+        headline_metrics=("accuracy",),
     ),
     TaskSpec(
         name="msvd_qa",
@@ -152,6 +175,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("test",),
         default_split="test",
         data_dir="msvd",
+        headline_metrics=("accuracy",),
     ),
 )
 

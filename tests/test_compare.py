@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import html
 import io
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.container import ErrorbarContainer
 from PIL import Image
 from result_fixtures import write_baselines, write_record
 
@@ -28,25 +29,37 @@ from harness.compare import (
 from harness.comparison_plot import save_plot
 from harness.errors import ConfigError, DataError
 from harness.records import load_record
-from harness.table_formats import format_delta, render
+from harness.table_formats import CSV_COLUMNS, format_delta, render
 
-NOTE = (
-    "Deltas in parentheses are against Alpha (1M) (published). "
-    "Bold marks the best value per column (lowest for rank metrics)."
-)
+BLIP_PAPER = Path(__file__).resolve().parents[1] / "results" / "baselines" / "blip_paper.json"
+
+REAL_DATA = {"root": "/data", "fingerprint": "e" * 64, "toy": False}
+"""A record's data block for the benchmark's own files: only such runs stand beside published rows."""
+OWN_ROW = {"table": "toy_paper", "model": "Beta (2M)"}
+"""The fixture run's model is the one published as Beta, so its deltas are against Beta."""
+NOTES = [
+    "Deltas in parentheses are against the row named in column 'deltas against'. "
+    "Bold marks the best value per column (lowest for rank metrics).",
+    "Beta (2M): no rank reported",
+    "tiny (seed0): trained on the test split",
+]
 # Published Alpha has every metric, Beta lacks mean_rank; the run is best on r1 and mean_rank,
 # Beta on acc. Rows of another split and another task must not appear.
 EXPECTED_CELLS = [
-    ["model", "type", "acc", "r1", "mean_rank"],
-    ["Alpha (1M)", "published", "50.00", "40.00", "3.00"],
-    ["Beta (2M)", "published", "**60.00** (+10.00)", "35.00 (-5.00)", "-"],
-    ["tiny (seed0)", "run", "55.50 (+5.50)", "**45.25** (+5.25)", "**2.50** (-0.50)"],
+    ["model", "type", "deltas against", "acc", "r1", "mean_rank"],
+    ["Alpha (1M)", "published", "", "50.00", "40.00", "3.00"],
+    ["Beta (2M)", "published", "", "**60.00**", "35.00", "-"],
+    ["tiny (seed0)", "run", "Beta (2M)", "55.50 (-4.50)", "**45.25** (+10.25)", "**2.50**"],
 ]
+
+
+def comparable_run(run_dir: Path, **changes) -> Path:
+    return write_record(run_dir, **{"data": REAL_DATA, "baseline_row": OWN_ROW, **changes})
 
 
 @pytest.fixture
 def fixture_tables(tmp_path: Path) -> list[ComparisonTable]:
-    run = load_record(write_record(tmp_path / "run"))
+    run = load_record(comparable_run(tmp_path / "run", caveats=["trained on the test split"]))
     baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
     return build_tables([run], baselines)
 
@@ -60,35 +73,52 @@ def _markdown_cells(text: str) -> list[list[str]]:
 def test_markdown_cell_by_cell(fixture_tables):
     text = render(fixture_tables, "md")
     assert text.splitlines()[0] == "### toy_task / test"
-    assert "|:--|:--|--:|--:|--:|" in text
+    assert "|:--|:--|:--|--:|--:|--:|" in text
     assert _markdown_cells(text) == EXPECTED_CELLS
-    assert NOTE in text
+    assert [line[2:] for line in text.splitlines() if line.startswith("- ")] == NOTES
 
 
-def test_csv_cell_by_cell(fixture_tables):
-    rows = list(csv.reader(io.StringIO(render(fixture_tables, "csv"))))
-    assert rows == [
-        ["task", "split", "model", "type", "reference", "acc", "acc_delta", "r1", "r1_delta", "mean_rank", "mean_rank_delta"],
-        ["toy_task", "test", "Alpha (1M)", "published", "yes", "50.00", "", "40.00", "", "3.00", ""],
-        ["toy_task", "test", "Beta (2M)", "published", "", "60.00*", "+10.00", "35.00", "-5.00", "", ""],
-        ["toy_task", "test", "tiny (seed0)", "run", "", "55.50", "+5.50", "45.25*", "+5.25", "2.50*", "-0.50"],
+def _number_or_empty(cell: str) -> bool:
+    if cell == "":
+        return True
+    float(cell)  # raises on anything that is not a number
+    return True
+
+
+def test_csv_is_tidy_with_numeric_columns(fixture_tables):
+    rows = list(csv.DictReader(io.StringIO(render(fixture_tables, "csv"))))
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    # One line per (row, metric) that has a value: Alpha 3, Beta 2, the run 3.
+    assert [(r["row"], r["metric"]) for r in rows] == [
+        ("Alpha (1M)", "acc"), ("Alpha (1M)", "r1"), ("Alpha (1M)", "mean_rank"),
+        ("Beta (2M)", "acc"), ("Beta (2M)", "r1"),
+        ("tiny (seed0)", "acc"), ("tiny (seed0)", "r1"), ("tiny (seed0)", "mean_rank"),
     ]
+    run = {r["metric"]: r for r in rows if r["type"] == "run"}
+    assert run["acc"]["value"] == "55.5" and run["acc"]["reference"] == "Beta (2M)"
+    assert run["acc"]["reference_value"] == "60" and run["acc"]["delta"] == "-4.5"
+    assert run["r1"]["delta"] == "10.25" and run["r1"]["best"] == "true"
+    assert run["mean_rank"]["delta"] == "" and run["mean_rank"]["lower_is_better"] == "true"
+    assert {r["comparable"] for r in rows} == {"true"}
+    for row in rows:
+        assert all(_number_or_empty(row[c]) for c in ("value", "reference_value", "delta", "ci_low", "ci_high"))
 
 
 def test_latex_exact(fixture_tables):
+    caption = "toy\\_task / test. " + " ".join(note if note.endswith(".") else note + "." for note in NOTES)
     expected = "\n".join([
         r"% requires \usepackage{booktabs}",
         r"\begin{table}[ht]",
         r"\centering",
-        r"\caption{toy\_task / test. " + NOTE + "}",
-        r"\begin{tabular}{llrrr}",
+        r"\caption{" + caption + "}",
+        r"\begin{tabular}{lllrrr}",
         r"\toprule",
-        r"Model & Type & acc & r1 & mean\_rank \\",
+        r"model & type & deltas against & acc & r1 & mean\_rank \\",
         r"\midrule",
-        r"Alpha (1M) & published & 50.00 & 40.00 & 3.00 \\",
-        r"Beta (2M) & published & \textbf{60.00} (+10.00) & 35.00 (-5.00) & - \\",
+        r"Alpha (1M) & published &  & 50.00 & 40.00 & 3.00 \\",
+        r"Beta (2M) & published &  & \textbf{60.00} & 35.00 & - \\",
         r"\midrule",
-        r"tiny (seed0) & run & 55.50 (+5.50) & \textbf{45.25} (+5.25) & \textbf{2.50} (-0.50) \\",
+        r"tiny (seed0) & run & Beta (2M) & 55.50 (-4.50) & \textbf{45.25} (+10.25) & \textbf{2.50} \\",
         r"\bottomrule",
         r"\end{tabular}",
         r"\end{table}",
@@ -133,7 +163,8 @@ def test_html_cell_by_cell(fixture_tables):
     parser.feed(text)
     assert parser.tags == []
     assert parser.rows == EXPECTED_CELLS
-    assert "<h2>toy_task / test</h2>" in text and NOTE in text
+    assert "<h2>toy_task / test</h2>" in text
+    assert all(f"<li>{html.escape(note)}</li>" in text for note in NOTES)
 
 
 def test_escaping_of_labels(tmp_path):
@@ -160,13 +191,14 @@ def test_best_marks_ties_at_printed_precision():
         (Row("a", "published", {"acc": 70.004, "mean_rank": 4.0}, ""),
          Row("b", "published", {"acc": 70.001, "mean_rank": 3.999}, ""),
          Row("c", "run", {"acc": 69.0, "mean_rank": 5.0}, "")),
-        reference=0,
+        references=(None, None, 0),
     )
     assert table.best_rows("acc", 2) == {0, 1}
     assert table.best_rows("acc", 3) == {0}
     assert table.best_rows("mean_rank", 2) == {0, 1}
     assert table.best_rows("mean_rank", 3) == {1}
-    lone = ComparisonTable("t", "s", ("acc",), (Row("a", "run", {"acc": 1.0}, ""), Row("b", "run", {}, "")), 0)
+    assert table.delta(2, "acc") == pytest.approx(-1.004) and table.delta(0, "acc") is None
+    lone = ComparisonTable("t", "s", ("acc",), (Row("a", "run", {"acc": 1.0}, ""), Row("b", "run", {}, "")), (None, None))
     assert lone.best_rows("acc", 2) == set()
 
 
@@ -175,28 +207,86 @@ def test_delta_never_prints_negative_zero():
     assert format_delta(-0.006, 2) == "-0.01"
 
 
-def test_reference_option_picks_the_run_and_typos_are_refused(tmp_path):
-    run = load_record(write_record(tmp_path / "run"))
+def test_each_run_is_measured_against_its_own_model(tmp_path):
+    baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
+    as_alpha = load_record(comparable_run(tmp_path / "alpha", model="alpha-repro",
+                                          baseline_row={"table": "toy_paper", "model": "Alpha (1M)"}))
+    as_beta = load_record(comparable_run(tmp_path / "beta", model="beta-repro"))
+    unknown = load_record(comparable_run(tmp_path / "own", model="mine", baseline_row=None))
+    missing = load_record(comparable_run(tmp_path / "gone", model="gamma-repro",
+                                         baseline_row={"table": "toy_paper", "model": "Gamma (other split)"}))
+    (table,) = build_tables([as_alpha, as_beta, unknown, missing], baselines)
+    labels = [row.label for row in table.rows]
+    assert [table.references[labels.index(f"{m} (seed0)")] for m in ("alpha-repro", "beta-repro")] == [0, 1]
+    assert table.delta(labels.index("alpha-repro (seed0)"), "acc") == pytest.approx(5.5)
+    assert table.delta(labels.index("beta-repro (seed0)"), "acc") == pytest.approx(-4.5)
+    assert table.references[labels.index("mine (seed0)")] is None
+    assert table.references[labels.index("gamma-repro (seed0)")] is None
+    assert all(table.delta(0, m) is None for m in table.metrics)  # published rows show no deltas
+    assert "mine (seed0): no published row is known for these weights" in table.notes[0]
+    assert "gamma-repro (seed0): its published row, Gamma (other split) (toy_paper), has no result" in table.notes[1]
+
+
+def test_against_option_picks_one_row_for_all_and_typos_are_refused(tmp_path):
+    run = load_record(comparable_run(tmp_path / "run"))
     baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
     (table,) = build_tables([run], baselines, reference="TINY (seed0)")
-    assert table.rows[table.reference].label == "tiny (seed0)"
+    assert {table.reference_of(i).label for i in (0, 1)} == {"tiny (seed0)"}
+    assert table.reference_of(2) is None
     assert table.delta(0, "acc") == pytest.approx(50.0 - 55.5)
-    assert table.delta(2, "acc") is None
     assert table.delta(1, "mean_rank") is None  # Beta has no rank
-    with pytest.raises(ConfigError, match=r"names no row.*did you mean 'Alpha \(1M\)'"):
+    (table,) = build_tables([run], baselines, reference="Alpha (1M)")
+    assert table.delta(2, "acc") == pytest.approx(5.5) and table.delta(1, "acc") == pytest.approx(10.0)
+    with pytest.raises(ConfigError, match=r"--against 'Alpha \(1m' names no row.*did you mean 'Alpha \(1M\)'"):
         build_tables([run], baselines, reference="Alpha (1m")
 
 
+def test_toy_and_limited_runs_stand_apart_and_are_never_best_beside_published_rows(tmp_path):
+    baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
+    winner = {"acc": 99.0, "r1": 99.0, "mean_rank": 1.0}
+    toy = load_record(write_record(tmp_path / "toy", metrics=winner, baseline_row=OWN_ROW))
+    subset = load_record(comparable_run(tmp_path / "subset", model="sub", metrics=winner,
+                                        samples={"total": 4, "evaluated": 2, "skipped": 0, "resumed": 0, "limit": 2}))
+    real = load_record(comparable_run(tmp_path / "real"))
+    comparable, apart = build_tables([toy, subset, real], baselines)
+    assert comparable.comparable and [r.label for r in comparable.rows][-1] == "tiny (seed0)"
+    assert len(comparable.rows) == 3  # the two published rows and the real run only
+    assert not apart.comparable and [r.kind for r in apart.rows] == ["run", "run"]
+    assert apart.references == (None, None)
+    assert "toy suite" in apart.notes[0] and "--limit 2" in apart.notes[0]
+    text = render([comparable, apart], "md")
+    assert "### toy_task / test: not comparable with published results" in text
+    # Beside the published rows nothing of the apart runs is marked best.
+    assert comparable.best_rows("acc", 2) == {1}
+    (alone,) = build_tables([toy], baselines)
+    assert not alone.comparable and "The 2 published row(s) of toy_task / test are left out" in alone.notes[1]
+
+
+def test_runs_that_differ_by_settings_are_labelled_by_them(tmp_path):
+    default = load_record(comparable_run(tmp_path / "a"))
+    changed = load_record(comparable_run(tmp_path / "b", protocol={"image_size": 32, "num_beams": 5},
+                                         protocol_changes={"num_beams": 5}))
+    reseeded = load_record(comparable_run(tmp_path / "c", seed=1))
+    (table,) = build_tables([default, changed, reseeded], [])
+    assert [row.label for row in table.rows] == [
+        "tiny (seed0) [seed=0]", "tiny (seed0) (num_beams=5)", "tiny (seed0) [seed=1]",
+    ]
+    assert [row.series for row in table.rows] == ["tiny [seed=0]", "tiny (num_beams=5)", "tiny [seed=1]"]
+    # Records that differ in nothing recorded are told apart by their run directories.
+    twin = load_record(comparable_run(tmp_path / "d"))
+    (table,) = build_tables([default, twin], [])
+    assert [row.label for row in table.rows] == ["tiny (seed0) [a]", "tiny (seed0) [d]"]
+
+
 def test_one_table_per_task_and_split_and_metric_union(tmp_path):
-    first = load_record(write_record(tmp_path / "a", metrics={"acc": 1.0, "r1": 2.0}))
-    second = load_record(write_record(tmp_path / "b", split="val", metrics={"acc": 3.0}))
-    third = load_record(write_record(tmp_path / "c", metrics={"r1": 4.0, "extra": 5.0}))
+    first = load_record(comparable_run(tmp_path / "a", metrics={"acc": 1.0, "r1": 2.0}))
+    second = load_record(comparable_run(tmp_path / "b", split="val", metrics={"acc": 3.0}))
+    third = load_record(comparable_run(tmp_path / "c", model="other", metrics={"r1": 4.0, "extra": 5.0}))
     baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
     tables = build_tables([first, second, third], baselines)
     assert [(t.task, t.split) for t in tables] == [("toy_task", "test"), ("toy_task", "val")]
     assert tables[0].metrics == ("acc", "r1", "extra", "mean_rank")
-    # Two runs with the same label get their directory appended.
-    assert [r.label for r in tables[0].rows] == ["Alpha (1M)", "Beta (2M)", "tiny (seed0) [a]", "tiny (seed0) [c]"]
+    assert [r.label for r in tables[0].rows] == ["Alpha (1M)", "Beta (2M)", "tiny (seed0)", "other (seed0)"]
     assert [r.label for r in tables[1].rows] == ["Gamma (other split)", "tiny (seed0)"]
 
 
@@ -229,7 +319,8 @@ def test_ci_from_per_sample_file(tmp_path):
     assert "bootstrap 95% confidence interval" in single_row
     assert "Deltas" not in single_row and "Bold" not in single_row  # one row: nothing to compare
     rows = list(csv.DictReader(io.StringIO(render([table], "csv"))))
-    assert (rows[0]["acc_ci_low"], rows[0]["acc_ci_high"]) == (f"{low:.2f}", f"{high:.2f}")
+    assert (float(rows[0]["ci_low"]), float(rows[0]["ci_high"])) == pytest.approx((low, high))
+    assert rows[1]["metric"] == "r1" and rows[1]["ci_low"] == rows[1]["ci_high"] == ""
 
 
 def test_ci_refuses_per_sample_values_on_another_scale(tmp_path):
@@ -239,37 +330,66 @@ def test_ci_refuses_per_sample_values_on_another_scale(tmp_path):
         run_intervals(run)
 
 
-def test_ci_needs_a_per_sample_file(tmp_path):
-    run = load_record(write_record(tmp_path / "run"))
-    with pytest.raises(DataError, match="'per_sample_file' is null"):
-        build_tables([run], [], ci=True)
+def test_ci_skips_a_task_without_per_sample_metrics_with_a_note(tmp_path):
+    per_sample = [{"sample_id": str(i), "metrics": {"acc": float(i % 2) * 100}} for i in range(10)]
+    with_file = load_record(write_record(tmp_path / "a", per_sample=per_sample, metrics={"acc": 50.0}))
+    without = load_record(write_record(tmp_path / "b", task="captions", metrics={"cider": 80.0}))
+    first, second = build_tables([with_file, without], [], ci=True)
+    assert first.rows[0].intervals and not second.rows[0].intervals
+    assert "No confidence interval for tiny (seed0): task 'captions' writes no per-sample metrics." in second.notes
 
 
-def test_plot_is_a_png_with_one_series_per_row(tmp_path, fixture_tables):
+def _axes_by_title(figure) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for ax in figure.axes:
+        if ax.get_visible():
+            found.setdefault(ax.get_title(), []).append(ax)
+    return found
+
+
+def test_plot_has_one_axis_per_headline_metric_and_one_colour_per_model(tmp_path):
+    baselines = [load_baseline_file(write_baselines(tmp_path / "toy_paper.json"))]
+    first = load_record(comparable_run(tmp_path / "a", headline_metrics=["acc", "mean_rank"]))
+    other_task = load_record(comparable_run(tmp_path / "b", task="captions", metrics={"cider": 120.0, "bleu4": 38.0},
+                                            headline_metrics=["bleu4", "cider"]))
+    rival = load_record(comparable_run(tmp_path / "c", model="rival", headline_metrics=["acc", "mean_rank"],
+                                       metrics={"acc": 52.0, "r1": 44.0, "mean_rank": 2.0}))
+    tables = build_tables([first, other_task, rival], baselines)
     path = tmp_path / "plot.png"
-    figure = save_plot(fixture_tables, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = save_plot(tables, path)
     with Image.open(path) as image:
         image.verify()
-    (axes,) = figure.axes
-    bars = [c for c in axes.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 3
-    assert [len(c.patches) for c in bars] == [3, 3, 3]  # one bar per metric
-    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["Alpha (1M)", "Beta (2M)", "tiny (seed0)"]
-    assert np.isnan(bars[1].patches[2].get_height())  # Beta has no mean_rank
-    assert not any(isinstance(c, ErrorbarContainer) for c in axes.containers)
+    axes = _axes_by_title(figure)
+    # CIDEr and BLEU never share an axis; every headline metric has its own.
+    assert sorted(axes) == ["acc", "bleu4", "cider", "mean_rank (lower better)"]
+    acc = axes["acc"][0]
+    dots = [line for line in acc.lines if line.get_marker() == "o"]
+    diamonds = [line for line in acc.lines if line.get_marker() == "D"]
+    assert len(dots) == 2 and len(diamonds) == 2  # both runs, each against Beta
+    assert [d.get_ydata()[0] for d in diamonds] == [60.0, 60.0]
+    texts = [t.get_text() for t in acc.texts]
+    assert "55.5\n-4.5" in texts and "60.0" in texts
+    tiny_colour = {line.get_color() for ax in figure.axes for line in ax.lines
+                   if line.get_marker() == "o" and line.get_ydata()[0] in (55.5, 2.5, 38.0, 120.0)}
+    assert len(tiny_colour) == 1  # the same model has one colour in every panel
+    rival_dot = [d for d in dots if d.get_color() not in tiny_colour]
+    assert len(rival_dot) == 1
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert legend[:2] == ["tiny", "rival"]
 
 
-def test_plot_draws_error_bars_for_intervals(tmp_path):
+def test_plot_draws_error_bars_for_intervals_and_no_reference_for_apart_runs(tmp_path):
     per_sample = [{"sample_id": str(i), "metrics": {"acc": float(i % 2) * 100}} for i in range(10)]
-    run = load_record(write_record(tmp_path / "run", per_sample=per_sample, metrics={"acc": 50.0}))
-    other = load_record(write_record(tmp_path / "other", split="val", metrics={"acc": 1.0}))
-    tables = build_tables([run], [load_baseline_file(write_baselines(tmp_path / "b.json"))], ci=True)
-    tables += build_tables([other], [])
+    run = load_record(comparable_run(tmp_path / "run", per_sample=per_sample, metrics={"acc": 50.0},
+                                     headline_metrics=["acc"]))
+    toy = load_record(write_record(tmp_path / "toy", split="val", metrics={"acc": 1.0}, baseline_row=OWN_ROW))
+    baselines = [load_baseline_file(write_baselines(tmp_path / "b.json"))]
+    tables = build_tables([run, toy], baselines, ci=True)
     figure = save_plot(tables, tmp_path / "ci.png")
-    assert len(figure.axes) == 2
-    assert sum(isinstance(c, ErrorbarContainer) for c in figure.axes[0].containers) == 1
-    assert sum(isinstance(c, BarContainer) for c in figure.axes[1].containers) == 1
+    first, second = [ax for ax in figure.axes if ax.get_visible()]
+    assert sum(isinstance(c, ErrorbarContainer) for c in first.containers) == 1
+    assert not second.containers and not [line for line in second.lines if line.get_marker() == "D"]
+    assert "not comparable" in figure.subfigs[1]._suptitle.get_text()
 
 
 def _compare_args(argv: list[str]) -> argparse.Namespace:
@@ -279,18 +399,36 @@ def _compare_args(argv: list[str]) -> argparse.Namespace:
 
 
 def test_command_writes_every_output(tmp_path, capsys):
-    run = write_record(tmp_path / "runs" / "toy")
+    run = comparable_run(tmp_path / "runs" / "real")
     baselines = write_baselines(tmp_path / "toy_paper.json")
     out, plot = tmp_path / "out" / "table.csv", tmp_path / "out" / "plot.png"
     args = _compare_args([str(tmp_path / "runs"), "--baselines", str(baselines), "--format", "csv",
                           "--output", str(out), "--plot", str(plot)])
     assert args.func(args) == 0
-    assert capsys.readouterr().out == ""
-    assert out.read_text().splitlines()[3].startswith("toy_task,test,tiny (seed0),run,,55.50,+5.50")
+    assert capsys.readouterr().out == f"wrote 1 table(s) for 1 run(s) to {out}\n"
+    assert "toy_task,test,true,tiny (seed0),run,acc,55.5,Beta (2M),60,-4.5,,,false,false," in out.read_text()
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    args = _compare_args([str(run), "--baselines", str(baselines), "--reference", "Beta (2M)"])
+    args = _compare_args([str(run), "--baselines", str(baselines), "--against", "Beta (2M)"])
     assert args.func(args) == 0
-    assert "| Alpha (1M) | published | 50.00 (-10.00) |" in capsys.readouterr().out
+    assert "| Alpha (1M) | published | Beta (2M) | 50.00 (-10.00) |" in capsys.readouterr().out
+
+
+def test_command_on_a_toy_run_and_the_paper_rows(tmp_path, capsys):
+    """The issue's case: a toy MSRVTT-QA run at 53.3 beside BLIP's real 19.2 is not marked best,
+    stands in its own table, and its CSV holds numbers or empty cells only."""
+    toy = write_record(tmp_path / "toy", task="msrvtt_qa", split="test", model="blip-tiny",
+                       metrics={"accuracy": 53.3}, baseline_row={"table": "blip_paper", "model": "BLIP (129M, zero-shot)"})
+    args = _compare_args([str(toy), "--baselines", str(BLIP_PAPER)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "### msrvtt_qa / test: not comparable with published results" in text
+    assert "**" not in text and "19.20" not in text
+    args = _compare_args([str(toy), "--baselines", str(BLIP_PAPER), "--format", "csv", "--ci"])
+    assert args.func(args) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["row"], r["comparable"], r["best"]) for r in rows] == [("blip-tiny (seed0)", "false", "false")]
+    for row in rows:
+        assert all(_number_or_empty(row[c]) for c in ("value", "reference_value", "delta", "ci_low", "ci_high"))
 
 
 def test_command_refuses_a_plot_that_is_not_png(tmp_path):

@@ -58,7 +58,7 @@ def test_two_processes_give_the_metrics_of_one_with_one_record(
     assert record["batch_size_used"] == 1
     # One summary line and one table: only process 0 reports.
     assert len(summary_lines(done.stdout, "visdial")) == 1
-    assert done.stdout.count("| task | split | metric |") == 1
+    assert done.stdout.count("| task | split | headline metrics |") == 1
     assert "Traceback" not in done.stderr
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from harness.specs import Caveat, PublishedRow
+
 RETRIEVAL = "retrieval"
 CAPTION = "caption"
 VQA = "vqa"
@@ -76,6 +78,61 @@ LARGE_WEIGHTS: Mapping[str, str] = {
     "msrvtt_qa": "Salesforce/blip-vqa-capfilt-large",
     "msvd_qa": "Salesforce/blip-vqa-capfilt-large",
 }
+
+# Which row of the BLIP paper's tables (results/baselines/blip_paper.json) each preset's default
+# weights reproduce: BLIP released its ViT-B COCO captioning model only with CapFilt-L
+# pre-training, and its ViT-B retrieval, VQA and NLVR2 models with plain 129M pre-training
+# (README "Finetuned checkpoints"). The zero-shot video rows were made with the COCO retrieval
+# and VQA models. VisDial has no row: the paper fine-tuned on VisDial, the preset runs zero-shot.
+_PAPER = "blip_paper"
+_BASE_129M = PublishedRow(_PAPER, "BLIP (129M)")
+_CAPFILT_L = PublishedRow(_PAPER, "BLIP CapFilt-L (129M)")
+_VIT_L = PublishedRow(_PAPER, "BLIP ViT-L (129M)")
+_ZERO_SHOT_VIDEO = PublishedRow(_PAPER, "BLIP (129M, zero-shot)")
+
+BASE_PUBLISHED_ROWS: Mapping[str, PublishedRow] = {
+    "coco_retrieval": _BASE_129M,
+    "flickr30k_retrieval": _BASE_129M,
+    "flickr30k_retrieval_zeroshot": _BASE_129M,
+    "msrvtt_retrieval": _ZERO_SHOT_VIDEO,
+    "coco_captioning": _CAPFILT_L,
+    "nocaps": _CAPFILT_L,
+    "vqav2": _BASE_129M,
+    "msrvtt_qa": _ZERO_SHOT_VIDEO,
+    "msvd_qa": _ZERO_SHOT_VIDEO,
+    "nlvr2": _BASE_129M,
+}
+
+LARGE_PUBLISHED_ROWS: Mapping[str, PublishedRow] = {
+    "coco_retrieval": _VIT_L,
+    "flickr30k_retrieval": _VIT_L,
+    "flickr30k_retrieval_zeroshot": _VIT_L,
+    "coco_captioning": _VIT_L,
+    "nocaps": _VIT_L,
+    "vqav2": _CAPFILT_L,
+}
+
+VQA_TRAINED_ON_VAL = Caveat(
+    "BLIP's VQA checkpoints were fine-tuned on VQA v2 train and val plus Visual Genome QA "
+    "(configs/vqa.yaml): val is not held out, so this accuracy is not a test number; for numbers "
+    "comparable with the paper, run --split test and submit the submission file to the EvalAI "
+    "test-dev server (docs/datasets.md)",
+    tasks=("vqav2",), splits=("val",),
+)
+VISDIAL_ZERO_SHOT = Caveat(
+    "zero-shot: BLIP released no VisDial checkpoint, so the COCO retrieval model's ITM head ranks "
+    "the answers; the paper's BLIP row was fine-tuned on VisDial",
+    tasks=("visdial",),
+)
+BASE_CAVEATS: tuple[Caveat, ...] = (VQA_TRAINED_ON_VAL, VISDIAL_ZERO_SHOT)
+LARGE_CAVEATS: tuple[Caveat, ...] = (
+    VQA_TRAINED_ON_VAL,
+    VISDIAL_ZERO_SHOT,
+    Caveat(
+        "BLIP released no ViT-L VQA model: blip-large answers with the ViT-B CapFilt-L VQA checkpoint",
+        tasks=("vqav2", "msrvtt_qa", "msvd_qa"),
+    ),
+)
 
 TINY_IMAGE_SIZE = 64
 TINY_WEIGHTS_NOTE = "plugins/blip/weights/blip-tiny/<head>/ if shipped, else seeded random init"

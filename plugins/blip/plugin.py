@@ -14,7 +14,11 @@ from harness import hookimpl
 from harness.specs import ModelSpec
 from harness_plugins.blip.catalog import (
     ALL_CAPABILITIES,
+    BASE_CAVEATS,
+    BASE_PUBLISHED_ROWS,
     BASE_WEIGHTS,
+    LARGE_CAVEATS,
+    LARGE_PUBLISHED_ROWS,
     LARGE_WEIGHTS,
     TINY_IMAGE_SIZE,
     TINY_WEIGHTS_NOTE,
@@ -30,6 +34,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         capabilities=ALL_CAPABILITIES,
         default_weights=BASE_WEIGHTS,
+        baseline_rows=BASE_PUBLISHED_ROWS,
+        caveats=BASE_CAVEATS,
     ),
     ModelSpec(
         name="blip-large",
@@ -40,6 +46,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         capabilities=ALL_CAPABILITIES,
         default_weights=LARGE_WEIGHTS,
+        baseline_rows=LARGE_PUBLISHED_ROWS,
+        caveats=LARGE_CAVEATS,
     ),
     ModelSpec(
         name="blip-tiny",
