@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
             flush_every=args.flush_every, feature_cache=args.feature_cache,
         )
-        records = Runner(config).run()
+        records = Runner(config, force=args.force).run()
     if records:
         print(metric_table(records))
     return ExitCode.OK
@@ -113,6 +113,18 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return ExitCode.OK if problems_total == 0 else ExitCode.USAGE
 
 
+def package_version() -> str:
+    """The installed distribution's version (what pip reports), the source tree's otherwise."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vl-harness")
+    except PackageNotFoundError:
+        from harness import __version__
+
+        return __version__
+
+
 class _UsageError(HarnessError):
     pass
 
@@ -127,13 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate vision-language models (BLIP first) on every task of the BLIP paper with the paper's protocol.",
         epilog=EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_list = sub.add_parser("list", help="list models and tasks", description="List registered models (with capabilities and weights) and tasks (with needs, splits and default protocol).")
     p_list.add_argument("what", nargs="?", choices=("models", "tasks", "all"), default="all")
     p_list.set_defaults(func=cmd_list)
 
-    p_run = sub.add_parser("run", help="evaluate a model on tasks", description="Evaluate MODEL on TASKS with the paper's protocol; writes result.json and predictions.jsonl per task into a run directory. Starting the same command again resumes an interrupted run.", epilog=EPILOG)
+    p_run = sub.add_parser("run", help="evaluate a model on tasks", description="Evaluate MODEL on TASKS with the paper's protocol; writes result.json and predictions.jsonl per task into a run directory. Starting the same command again resumes an interrupted run and reuses a finished one (--force recomputes it).", epilog=EPILOG)
     p_run.add_argument("--model", help="model name (see `harness list models`)")
     p_run.add_argument("--task", help="task name, comma-separated names, or 'all'")
     p_run.add_argument("--weights", help="hub id (from the local Hugging Face cache), local directory, or official BLIP .pth")
@@ -152,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--output", default="results/runs", help="directory for run directories (default results/runs)")
     p_run.add_argument("--skip-bad", action="store_true", help="skip unreadable or malformed samples and count them in the result instead of stopping")
     p_run.add_argument("--flush-every", type=int, default=64, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
+    p_run.add_argument("--force", action="store_true", help="recompute tasks this command already finished (by default their records are reused and nothing is recomputed); the new run replaces the old one in the same run directory")
     p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.set_defaults(func=cmd_run)
