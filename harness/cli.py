@@ -190,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.compare import add_compare_parser
     from harness.regress import add_regress_parser
+    from harness.report import add_report_parser
 
     add_compare_parser(sub)
     add_regress_parser(sub)
+    add_report_parser(sub)
 
     from harness.registry import get_registry
 
