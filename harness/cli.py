@@ -45,6 +45,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import Runner, resume
 
     overrides = parse_overrides(args.set or [])
+    if args.log:
+        from harness.loggers import enable_loggers, logger_names
+        from harness.registry import get_registry
+
+        enable_loggers(logger_names(args.log), get_registry())
     if args.resume:
         records = resume(Path(args.resume))
     else:
@@ -168,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--force", action="store_true", help="recompute tasks this command already finished (by default their records are reused and nothing is recomputed); the new run replaces the old one in the same run directory")
     p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_run.add_argument("--log", action="append", metavar="LOGGER", help="also log every result record to tensorboard or wandb (repeatable or comma-separated; each needs its extra: pip install 'vl-harness[tensorboard]')")
     p_run.set_defaults(func=cmd_run)
 
     p_toy = sub.add_parser("toy", help="the bundled toy suite", description="Build the deterministic toy suite: a miniature data set for every task, in each task's real file format.")
