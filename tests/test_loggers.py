@@ -1,5 +1,6 @@
 """The TensorBoard and Weights & Biases logger plugins (``harness run --log``), read back with each
-tool's own reader: TensorBoard's ``EventAccumulator`` and wandb's offline run files."""
+tool's own reader: TensorBoard's ``EventAccumulator`` and wandb's reader of its offline
+transaction log (``wandb leet inspect``)."""
 
 from __future__ import annotations
 
