@@ -250,3 +250,12 @@ def test_report_of_toy_runs_renders_offline_in_chromium(tmp_path: Path, toy_cach
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation > 120).sum() > 5000
     assert len(run_dirs(output)) == 3
+
+
+def test_examples_docstring_example_holds() -> None:
+    import doctest
+
+    import harness.examples
+
+    result = doctest.testmod(harness.examples)
+    assert result.failed == 0 and result.attempted > 0
