@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 from harness.errors import ExitCode, HarnessError
 
 EPILOG = "exit codes: 0 success, 1 metric gate failed, 2 usage or input error, 3 interrupted (resumable)"
@@ -46,10 +47,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.set or [])
     if args.log:
-        from harness.loggers import enable_loggers, logger_names
+        from harness.config import split_names
+        from harness.loggers import enable_loggers
         from harness.registry import get_registry
 
-        enable_loggers(logger_names(args.log), get_registry())
+        enable_loggers(split_names(args.log), get_registry())
     if args.resume:
         records = resume(Path(args.resume))
     else:
@@ -118,18 +120,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return ExitCode.OK if problems_total == 0 else ExitCode.USAGE
 
 
-def package_version() -> str:
-    """The installed distribution's version (what pip reports), the source tree's otherwise."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vl-harness")
-    except PackageNotFoundError:
-        from harness import __version__
-
-        return __version__
-
-
 class _UsageError(HarnessError):
     pass
 
@@ -144,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate vision-language models (BLIP first) on every task of the BLIP paper with the paper's protocol.",
         epilog=EPILOG,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {harness.__version__}",
+                        help="print the version (the one result records carry) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_list = sub.add_parser("list", help="list models and tasks", description="List registered models (with capabilities and weights) and tasks (with needs, splits and default protocol).")

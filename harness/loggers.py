@@ -26,11 +26,6 @@ def available_loggers() -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in entry_points(group=LOGGER_GROUP)}
 
 
-def logger_names(values: Sequence[str] | None) -> list[str]:
-    """``--log`` values, repeated or comma-separated, in order, without repeats."""
-    return list(dict.fromkeys(name.strip() for value in values or () for name in value.split(",") if name.strip()))
-
-
 def enable_loggers(names: Sequence[str], registry: Registry) -> None:
     """Load each named logger and register it with the registry's plugin manager, so the runner's
     ``harness_run_finished`` call reaches it. An unknown name, or a logger whose optional

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import harness
 from harness.errors import ConfigError, DataError, OutputError
 from harness.examples import Example, ExampleSection, Line, Thumb
 from harness.records import RunRecord, find_all_records
@@ -35,6 +36,8 @@ Progress = Callable[[str], None]
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from harness.compare import ComparisonTable
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def _strip(frames: Sequence[Image.Image], size: int) -> Image.Image:
     return strip
 
 
-def figure_uri(tables: Sequence) -> str:
+def figure_uri(tables: Sequence[ComparisonTable]) -> str:
     """The comparison figure of ``tables`` as a PNG ``data:`` URI."""
     from harness.comparison_plot import plot_tables
 
@@ -123,7 +126,7 @@ def figure_uri(tables: Sequence) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def table_html(tables: Sequence) -> str:
+def table_html(tables: Sequence[ComparisonTable]) -> str:
     """The comparison table as ``harness compare --format html`` renders it, without its page."""
     from harness.table_formats import render
 
@@ -228,18 +231,16 @@ li.right::marker{content:"\\2713  "} li.wrong::marker{content:"\\2717  "}
 """
 
 
-def render_report(tables: Sequence, runs: Sequence[RunExamples], *, figure: Callable[[Sequence], str] = figure_uri,
+def render_report(tables: Sequence[ComparisonTable], runs: Sequence[RunExamples], *,
                   progress: Progress | None = None) -> str:
     """The whole page: a section per table (task, split) with its table, figure and the
     examples of each of its runs (``runs``, matched to tables by task and split)."""
-    from harness.cli import package_version
-
     thumbnails = Thumbnails()
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(f'<a href="#{_anchor(t.task, t.split)}">{html.escape(t.task)}</a>' for t in tables)
     body = [
         "<h1>vl-harness report</h1>",
-        f'<p class="meta">{len(runs)} run(s), {len(tables)} task(s); made {created} by harness {html.escape(package_version())}. '
+        f'<p class="meta">{len(runs)} run(s), {len(tables)} task(s); made {created} by harness {html.escape(harness.__version__)}. '
         f"Examples: the worst cases of each run first, then a few of the best; green marks the right answer or "
         f"candidate, red a wrong one.</p>",
         f"<nav>{nav}</nav>",
@@ -251,7 +252,7 @@ def render_report(tables: Sequence, runs: Sequence[RunExamples], *, figure: Call
         body.append(
             f'<section class="task" id="{anchor}"><h2>{html.escape(table.task)} / {html.escape(table.split)}</h2>'
             f'<div class="overview"><div class="table">{table_html([table])}</div>'
-            f'<div class="figure"><img src="{figure([table])}" alt="figure: {html.escape(table.task)}"></div></div>'
+            f'<div class="figure"><img src="{figure_uri([table])}" alt="figure: {html.escape(table.task)}"></div></div>'
         )
         body += [_run_html(run, thumbnails) for run in runs if (run.record.task, run.record.split) == (table.task, table.split)]
         body.append("</section>")
@@ -266,6 +267,7 @@ def run_report(args: argparse.Namespace) -> int:
     """The ``harness report`` command."""
     from harness.baselines import registered_baselines, select_baselines
     from harness.compare import build_tables
+    from harness.config import split_names
 
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise ConfigError(f"-o {args.output}: the report is one HTML file; give a name ending in .html")
@@ -273,7 +275,7 @@ def run_report(args: argparse.Namespace) -> int:
         raise ConfigError("--worst and --best must be 0 or more")
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     records = find_all_records(args.run_dirs)
-    names = None if args.baselines is None else [n.strip() for v in args.baselines for n in v.split(",") if n.strip()]
+    names = None if args.baselines is None else split_names(args.baselines)
     tables = build_tables(records, select_baselines(registered_baselines(), names))
     runs = []
     for record in records:

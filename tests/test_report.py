@@ -259,3 +259,30 @@ def test_examples_docstring_example_holds() -> None:
 
     result = doctest.testmod(harness.examples)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_run_whose_data_is_gone_is_reported_without_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from result_fixtures import record_data, write_record
+
+    from harness.cli import main
+
+    gone = tmp_path / "moved-away"
+    run_dir = write_record(tmp_path / "runs" / "a", data={**record_data()["data"], "root": str(gone)})
+    report = tmp_path / "out" / "report.html"
+    assert main(["report", str(run_dir), "-o", str(report), "--quiet"]) == ExitCode.OK
+    assert capsys.readouterr().out.strip() == f"report of 1 run(s) over 1 task(s), 0 examples, " \
+        f"{len(report.read_text(encoding='utf-8')) / 1e6:.1f} MB -> {report}"
+    page = report.read_text(encoding="utf-8")
+    assert f"no examples: the run&#x27;s data directory {gone} is not on this machine" in page
+    assert "toy suite: numbers not comparable with published rows" in page
+
+
+def test_report_must_be_an_html_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from result_fixtures import write_record
+
+    from harness.cli import main
+
+    run_dir = write_record(tmp_path / "run")
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "report.pdf")]) == ExitCode.USAGE
+    assert capsys.readouterr().err.strip() == (
+        f"error: -o {tmp_path / 'report.pdf'}: the report is one HTML file; give a name ending in .html")
