@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import harness
-from harness.errors import ConfigError, DataError, OutputError
+from harness.errors import ConfigError, DataError, HarnessError, OutputError
 from harness.examples import Example, ExampleSection, Line, Thumb
 from harness.records import RunRecord, find_all_records
 
@@ -58,19 +58,21 @@ def run_examples(record: RunRecord, worst: int, best: int) -> RunExamples:
     root = Path(record.data["data"].get("root") or "")
     if not root.is_dir():
         return RunExamples(record, (), f"no examples: the run's data directory {root} is not on this machine")
-    task = get_registry().task(record.task).build()
+    # A report is still worth having when one run's examples cannot be made (its task's plugin is
+    # not installed here, Java is missing for CIDEr): that run gets a note, the others their examples.
     try:
+        task = get_registry().task(record.task).build()
         dataset = task.load(root, record.split, record.protocol, skip_bad=True)
-    except DataError as error:
-        return RunExamples(record, (), f"no examples: the run's data cannot be read ({error})")
-    limit = (record.data.get("samples") or {}).get("limit")
-    if limit is not None:
-        dataset.samples = dataset.samples[:limit]
-    if dataset.fingerprint != record.fingerprint:
-        return RunExamples(record, (), f"no examples: the annotation files under {root} changed since the run "
-                                       "(their fingerprint differs from the record's)")
-    predictions, _ = read_predictions(record.run_dir)
-    return RunExamples(record, tuple(task.examples(dataset, predictions, record.protocol, worst, best)))
+        limit = (record.data.get("samples") or {}).get("limit")
+        if limit is not None:
+            dataset.samples = dataset.samples[:limit]
+        if dataset.fingerprint != record.fingerprint:
+            return RunExamples(record, (), f"no examples: the annotation files under {root} changed since the run "
+                                           "(their fingerprint differs from the record's)")
+        predictions, _ = read_predictions(record.run_dir)
+        return RunExamples(record, tuple(task.examples(dataset, predictions, record.protocol, worst, best)))
+    except HarnessError as error:
+        return RunExamples(record, (), f"no examples: {error}")
 
 
 class Thumbnails:

@@ -286,3 +286,18 @@ def test_report_must_be_an_html_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["report", str(run_dir), "-o", str(tmp_path / "report.pdf")]) == ExitCode.USAGE
     assert capsys.readouterr().err.strip() == (
         f"error: -o {tmp_path / 'report.pdf'}: the report is one HTML file; give a name ending in .html")
+
+
+def test_changed_data_gives_a_note_instead_of_wrong_examples(tmp_path: Path, toy_root: Path) -> None:
+    from result_fixtures import record_data, write_record
+
+    from harness.records import load_record
+    from harness.report import run_examples
+
+    data = {"root": str(toy_root), "fingerprint": "0" * 64, "toy": True}
+    record = load_record(write_record(tmp_path / "run", task="nlvr2", split="test_p", data=data,
+                                      protocol=dataset_protocol("nlvr2")))
+    result = run_examples(record, worst=2, best=1)
+    assert result.sections == ()
+    assert result.note == (f"no examples: the annotation files under {toy_root} changed since the run "
+                           "(their fingerprint differs from the record's)")
