@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import harness
 from harness.errors import ExitCode, HarnessError
 from harness.run_summary import closing_table as metric_table
 from harness.run_summary import write_run_summary
@@ -58,6 +59,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.runner import Runner, resume
 
     overrides = parse_overrides(args.set or [])
+    if args.log:
+        from harness.config import split_names
+        from harness.loggers import enable_loggers
+        from harness.registry import get_registry
+
+        enable_loggers(split_names(args.log), get_registry())
     if args.resume:
         records = resume(Path(args.resume))
         run_dirs, output = [Path(args.resume)], Path(args.resume).parent
@@ -73,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
             flush_every=args.flush_every, feature_cache=args.feature_cache,
         )
-        runner = Runner(config)
+        runner = Runner(config, force=args.force)
         records = runner.run()
         run_dirs, output = runner.finished_dirs, Path(config.output)
     if records:
@@ -134,13 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate vision-language models (BLIP first) on every task of the BLIP paper with the paper's protocol.",
         epilog=EPILOG,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {harness.__version__}",
+                        help="print the version (the one result records carry) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p_list = sub.add_parser("list", help="list models and tasks", description="List registered models (with capabilities and weights) and tasks (with needs, splits and default protocol).")
     p_list.add_argument("what", nargs="?", choices=("models", "tasks", "all"), default="all")
     p_list.set_defaults(func=cmd_list)
 
-    p_run = sub.add_parser("run", help="evaluate a model on tasks", description="Evaluate MODEL on TASKS with the paper's protocol; writes result.json and predictions.jsonl per task into a run directory. Starting the same command again resumes an interrupted run.", epilog=EPILOG)
+    p_run = sub.add_parser("run", help="evaluate a model on tasks", description="Evaluate MODEL on TASKS with the paper's protocol; writes result.json and predictions.jsonl per task into a run directory. Starting the same command again resumes an interrupted run and reuses a finished one (--force recomputes it).", epilog=EPILOG)
     p_run.add_argument("--model", help="model name (see `harness list models`)")
     p_run.add_argument("--task", help="task name, comma-separated names, or 'all'")
     p_run.add_argument("--weights", help="hub id (from the local Hugging Face cache), local directory, or official BLIP .pth")
@@ -159,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--output", default="results/runs", help="directory for run directories (default results/runs)")
     p_run.add_argument("--skip-bad", action="store_true", help="skip unreadable or malformed samples and count them in the result instead of stopping")
     p_run.add_argument("--flush-every", type=int, default=64, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
+    p_run.add_argument("--force", action="store_true", help="recompute tasks this command already finished (by default their records are reused and nothing is recomputed); the new run replaces the old one in the same run directory")
     p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_run.add_argument("--log", action="append", metavar="LOGGER", help="also log every result record to tensorboard or wandb (repeatable or comma-separated; each needs its extra: pip install 'vl-harness[tensorboard]')")
     p_run.set_defaults(func=cmd_run)
 
     p_toy = sub.add_parser("toy", help="the bundled toy suite", description="Build the deterministic toy suite: a miniature data set for every task, in each task's real file format.")
@@ -183,9 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.compare import add_compare_parser
     from harness.regress import add_regress_parser
+    from harness.report import add_report_parser
 
     add_compare_parser(sub)
     add_regress_parser(sub)
+    add_report_parser(sub)
 
     from harness.registry import get_registry
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from harness.baselines import BaselineTable, is_baseline_path, registered_baselines, select_baselines
 from harness.caveats import not_comparable_reason
+from harness.config import split_names
 from harness.errors import ConfigError, DataError, OutputError
 from harness.records import RunRecord, find_all_records, load_per_sample
 from harness.table_formats import FORMATS, render
@@ -368,13 +369,6 @@ def build_tables(
     return tables
 
 
-def _names(values: Sequence[str] | None) -> list[str] | None:
-    """Repeated and comma-separated option values, flattened."""
-    if values is None:
-        return None
-    return [name.strip() for value in values for name in value.split(",") if name.strip()]
-
-
 def _write_text(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,7 +387,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.digits < 0:
         raise ConfigError(f"--digits must be 0 or more, got {args.digits}")
     records = find_all_records(args.run_dirs)
-    names = _names(args.baselines)
+    names = None if args.baselines is None else split_names(args.baselines)
     only_files = names is not None and all(is_baseline_path(n) for n in names)
     registered = [] if only_files else registered_baselines()
     tables = build_tables(records, select_baselines(registered, names), reference=args.against, ci=args.ci)

@@ -67,6 +67,12 @@ def default_batch_size(device: str) -> int:
     return GPU_BATCH_SIZE if device.startswith("cuda") else CPU_BATCH_SIZE
 
 
+def split_names(values: Sequence[str] | None) -> list[str]:
+    """Option values given repeated and/or comma-separated (``--log a --log b,c``), flattened in
+    order, blanks and repeats dropped."""
+    return list(dict.fromkeys(name.strip() for value in values or () for name in value.split(",") if name.strip()))
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["k_test=128", "prompt=a photo of "]`` -> a dict; values are JSON when they parse as JSON
     (numbers, true/false, null, lists), strings otherwise."""

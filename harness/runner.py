@@ -34,7 +34,7 @@ from harness.config import (
 )
 from harness.context import RunContext, StageTiming
 from harness.errors import ConfigError, DataError, Interrupted, OutputError
-from harness.predictions import PredictionStore
+from harness.predictions import MERGED_NAME, PART_GLOB, PredictionStore
 from harness.registry import Registry, check_instance, get_registry
 from harness.results import (
     PER_SAMPLE_NAME,
@@ -132,13 +132,16 @@ def _run_key(config: RunConfig, task: TaskSpec, split: str, protocol: Mapping[st
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def choose_run_dir(output: Path, name: str) -> Path:
-    """The unfinished run of this name if there is one (resume), else a fresh directory."""
-    candidate, n = output / name, 1
-    while (candidate / RESULT_NAME).exists():
-        n += 1
-        candidate = output / f"{name}-{n}"
-    return candidate
+def discard_finished(run_dir: Path) -> None:
+    """Delete a run's record and predictions so ``--force`` recomputes it in the same directory.
+
+    The record goes first: if the forced run is stopped, the directory holds an unfinished run,
+    which the same command resumes, never the old record beside half of the new predictions."""
+    (run_dir / RESULT_NAME).unlink(missing_ok=True)
+    for name in (MERGED_NAME, PER_SAMPLE_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    for part in run_dir.glob(PART_GLOB):
+        part.unlink()
 
 
 class RunLock:
@@ -191,8 +194,11 @@ def _summary_line(record: Mapping[str, Any], run_dir: Path) -> str:
 
 
 class Runner:
-    def __init__(self, config: RunConfig, registry: Registry | None = None, report: Reporter = _print) -> None:
+    def __init__(self, config: RunConfig, registry: Registry | None = None, report: Reporter = _print,
+                 force: bool = False) -> None:
         self.config = config
+        self.force = force
+        """Recompute tasks whose run directory already holds a finished record (``--force``)."""
         self.registry = (registry or get_registry()).collect()
         self.report = report
         self.finished_dirs: list[Path] = []
@@ -266,18 +272,22 @@ class Runner:
                 run_dir = resume_dir
             else:
                 name = f"{config.model}__{spec.name}__{split}__{_run_key(config, spec, split, protocol, dataset.fingerprint, precision)}"
-                run_dir = choose_run_dir(output, name)
+                run_dir = output / name
             run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir = Path(dist.broadcast(str(run_dir) if dist.is_main else None))
-        if (run_dir / RESULT_NAME).exists():
+            reuse = (run_dir / RESULT_NAME).exists() and not self.force
+        shared_dir, reuse = dist.broadcast((str(run_dir), reuse) if dist.is_main else None)
+        run_dir = Path(shared_dir)
+        if reuse:
             if not dist.is_main:
                 return None
-            self.report(f"{spec.name}: already finished in {run_dir}")
+            self.report(f"{spec.name}: already finished in {run_dir}; reusing its record (--force recomputes it)")
             self.finished_dirs.append(run_dir)
             return read_record(run_dir)
         lock = RunLock(run_dir) if dist.is_main else None
         try:
             if dist.is_main:
+                if self.force:
+                    discard_finished(run_dir)
                 write_json_atomic(run_dir / RUN_CONFIG_NAME, {**config.to_json(), "task": spec.name, "split": split})
             dist.barrier()
             return self._evaluate(model_spec, spec, task, dataset, protocol, split, data_root, run_dir,

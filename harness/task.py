@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harness.context import RunContext
+    from harness.examples import ExampleSection
     from harness.specs import TaskSpec
 
 
@@ -105,4 +106,13 @@ class Task(ABC):
     ) -> list[Path]:
         """Extra files in a benchmark's own format (COCO caption results, the VQA submission
         file); returns the paths written."""
+        return []
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """The ``worst`` and ``best`` evaluated samples as a person would look at them (pictures,
+        the model's output, the ground truth), for ``harness report``; built with
+        ``harness.examples.section``. Empty when the task has nothing to show."""
         return []

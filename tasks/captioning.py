@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import GenerationSettings
 from harness.errors import ConfigError, DataError
-from harness.metrics import caption_scores, nocaps_scores
+from harness.examples import Example, ExampleSection, Line, Thumb, section
+from harness.metrics import caption_scores, cider_per_example, nocaps_scores
 from harness.results import write_json_atomic
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
@@ -251,3 +252,29 @@ class CaptioningTask(ImageTask):
             if sample.sample_id in predictions
         ]
         return [write_json_atomic(run_dir / f"{dataset.task}_{dataset.split}_captions.json", results)]
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Images by the CIDEr-D of their caption (``cider_per_example``): the image, the
+        generated caption, the references and (NoCaps) the domain."""
+        samples = {s.sample_id: s for s in dataset.samples if s.sample_id in predictions}
+        if not samples:
+            return []
+        references = dataset.extra["references"]
+        cider = cider_per_example({sid: predictions[sid] for sid in samples}, {sid: references[sid] for sid in samples})
+        domains = dataset.extra.get("domains", {})
+
+        def example(sample_id: str) -> Example:
+            lines = [Line("generated", (predictions[sample_id],)), Line("references", tuple(references[sample_id]))]
+            if sample_id in domains:
+                lines.append(Line("domain", (domains[sample_id],)))
+            return Example(
+                sample_id=sample_id,
+                summary=f"CIDEr {cider[sample_id]:.1f}",
+                thumbs=(Thumb(samples[sample_id].images[0]),),
+                lines=tuple(lines),
+            )
+
+        return [section("captions", cider, example, worst, best)]

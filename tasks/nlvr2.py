@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.errors import DataError
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.metrics import accuracy
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
@@ -109,3 +110,32 @@ class NLVR2Task(ImageTask):
             s.sample_id: {"accuracy": 100.0 if predictions[s.sample_id]["label"] == s.label else 0.0}
             for s in self._judged(dataset, predictions)
         }
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Statements by the probability the model gave the right label, so the worst are the
+        confidently wrong ones: the image pair, the statement, the label and the judgement."""
+        samples = {s.sample_id: s for s in self._judged(dataset, predictions)}
+        right_probability = {
+            sid: p if s.label else 1.0 - p
+            for sid, s in samples.items()
+            for p in (float(predictions[sid]["probability"]),)
+        }
+
+        def example(sample_id: str) -> Example:
+            sample, prediction = samples[sample_id], predictions[sample_id]
+            correct = prediction["label"] == sample.label
+            return Example(
+                sample_id=sample_id,
+                summary=f"{'right' if correct else 'wrong'}: P(true) = {prediction['probability']:.2f}",
+                thumbs=(Thumb(sample.images[0], "left"), Thumb(sample.images[1], "right")),
+                lines=(
+                    Line("statement", (sample.sentence,)),
+                    Line("label", (str(sample.label).lower(),)),
+                    Line("model says", (str(prediction["label"]).lower(),), (RIGHT if correct else WRONG,)),
+                ),
+            )
+
+        return [section("statements", right_probability, example, worst, best)]

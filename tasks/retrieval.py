@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import ImageTextMatcher, TextFeatures, VisualFeatures
 from harness.errors import CapabilityError, ConfigError, DataError
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.metrics.retrieval import ranks_of_targets, recall_at_k
 from harness.task import Dataset, Task
 from harness_tasks.images import ImageTask, encoded_samples
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 RECALL_KS = (1, 5, 10)
 TOP_STORED = 10
+TOP_SHOWN = 5
+"""Best candidates a report shows of a query."""
 TEXT_BATCH = 256
 """Texts per ``encode_texts`` call (BLIP's evaluation uses 256; text encoding is cheap)."""
 PAIRS_PER_IMAGE_IN_BATCH = 8
@@ -326,6 +329,12 @@ class CaptionRetrievalTask(Task):
 
     TO_TEXT = "i2t"
     TO_VISUAL = "t2i"
+    VISUAL = "image"
+    """What a visual item is called in a report."""
+
+    def thumb(self, sample: Any, label: str = "", verdict: bool | None = None) -> Thumb:
+        """How a report shows a visual item of the gallery."""
+        return Thumb(sample.images[0], label, verdict)
 
     @abstractmethod
     def visual_features(
@@ -397,6 +406,51 @@ class CaptionRetrievalTask(Task):
         metrics["img_r_mean"] = sum(metrics[f"img_r{k}"] for k in RECALL_KS) / len(RECALL_KS)
         metrics["r_mean"] = (metrics["txt_r_mean"] + metrics["img_r_mean"]) / 2
         return metrics
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Both directions by the rank of the right candidate, worst first: a text query with its
+        top 5 visual items (the right one marked, and shown after them when it ranked lower), and
+        a visual query with its top 5 texts (its own captions marked)."""
+        samples = dataset.samples
+        texts = [caption for sample in samples for caption in sample.captions]
+        owner = [i for i, sample in enumerate(samples) for _ in sample.captions]
+        done = [(i, s) for i, s in enumerate(samples) if s.sample_id in predictions]
+        if not done:
+            return []
+        queries = {f"{s.sample_id} #{j + 1}": (i, j) for i, s in done for j in range(len(s.captions))}
+
+        def text_query(key: str) -> Example:
+            i, j = queries[key]
+            result = predictions[samples[i].sample_id][self.TO_VISUAL][j]
+            top = result["top"][:TOP_SHOWN]
+            thumbs = [self.thumb(samples[v], f"#{n}", RIGHT if v == i else WRONG) for n, v in enumerate(top, start=1)]
+            if i not in top:
+                thumbs.append(self.thumb(samples[i], f"right one: #{result['rank']}", RIGHT))
+            return Example(key, f"right {self.VISUAL} at rank {result['rank']} of {len(samples)}",
+                           tuple(thumbs), (Line("query", (samples[i].captions[j],)),))
+
+        position = {s.sample_id: i for i, s in done}
+
+        def visual_query(sample_id: str) -> Example:
+            i = position[sample_id]
+            result = predictions[sample_id][self.TO_TEXT]
+            top = result["top"][:TOP_SHOWN]
+            lines = [Line(f"top {len(top)} texts", tuple(texts[t] for t in top),
+                          tuple(RIGHT if owner[t] == i else WRONG for t in top))]
+            if result["rank"] > len(top):
+                lines.append(Line("its captions", samples[i].captions))
+            return Example(sample_id, f"first right text at rank {result['rank']} of {len(texts)}",
+                           (self.thumb(samples[i]),), tuple(lines))
+
+        by_text = {key: -float(predictions[samples[i].sample_id][self.TO_VISUAL][j]["rank"]) for key, (i, j) in queries.items()}
+        by_visual = {s.sample_id: -float(predictions[s.sample_id][self.TO_TEXT]["rank"]) for _, s in done}
+        return [
+            section(f"text \u2192 {self.VISUAL} queries", by_text, text_query, worst, best),
+            section(f"{self.VISUAL} \u2192 text queries", by_visual, visual_query, worst, best),
+        ]
 
     def per_sample_metrics(
         self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]

@@ -23,6 +23,7 @@ from harness.annotations import fingerprint, read_json, read_jsonl, require_fiel
 from harness.cache import cached_batches, feature_store
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.errors import ConfigError, DataError
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.media import FRAME_SAMPLINGS, decoder_threads, load_video_frames, pixel_batches
 from harness.metrics.classification import accuracy
 from harness.metrics.retrieval import mean_rank, median_rank, recall_at_k
@@ -43,6 +44,8 @@ QA_FILES: dict[str, dict[str, tuple[str, str]]] = {
     "msvd": {"test": ("msvd_qa_test.json", "msvd_qa_answer_list.json")},
 }
 """Question file and answer list of each split, by the task's data folder."""
+QA_FRAMES_SHOWN = 3
+"""Frames a report shows of a question's video, so questions about motion can be judged."""
 
 
 def frame_settings(protocol: Mapping[str, Any]) -> tuple[int, str]:
@@ -119,6 +122,10 @@ class VideoTextRetrievalTask(CaptionRetrievalTask):
 
     TO_TEXT = "v2t"
     TO_VISUAL = "t2v"
+    VISUAL = "video"
+
+    def thumb(self, sample: Any, label: str = "", verdict: bool | None = None) -> Thumb:
+        return Thumb(sample.video, label, verdict, frames=1)
 
     def load(
         self, data_root: Path, split: str, protocol: Mapping[str, Any], *, skip_bad: bool = False
@@ -327,3 +334,27 @@ class VideoQATask(Task):
         answers = [normalise_answer(sample.answer) for sample in dataset.samples]
         majority = Counter(answers).most_common(1)[0][0]
         return {"accuracy": accuracy([majority] * len(answers), answers)}
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Wrong answers first, then right ones: the video (three frames), the question,
+        the answer and the ground truth."""
+        correct = {sid: values["accuracy"] for sid, values in self.per_sample_metrics(dataset, predictions, protocol).items()}
+        samples = {s.sample_id: s for s in dataset.samples}
+
+        def example(sample_id: str) -> Example:
+            sample, right = samples[sample_id], correct[sample_id] > 0
+            return Example(
+                sample_id=sample_id,
+                summary="right" if right else "wrong",
+                thumbs=(Thumb(sample.video, frames=QA_FRAMES_SHOWN),),
+                lines=(
+                    Line("question", (sample.question,)),
+                    Line("answer", (predictions[sample_id],), (RIGHT if right else WRONG,)),
+                    Line("ground truth", (sample.answer,)),
+                ),
+            )
+
+        return [section("questions", correct, example, worst, best)] if correct else []

@@ -22,7 +22,8 @@ import numpy as np
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import DialogContext
 from harness.errors import ConfigError, DataError
-from harness.metrics import visdial_metrics
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
+from harness.metrics import ranks_from_scores, visdial_metrics
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
 from harness_tasks.records import MediaPaths, collect_records, split_entry
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 
 NUM_OPTIONS = 100
 """VisDial v1.0 gives every round 100 candidate answers."""
+TOP_SHOWN = 3
+"""Best-scored candidates a report shows of a round."""
+HISTORY_SHOWN = 3
+"""Most recent question-answer pairs a report shows before a round's question."""
 
 
 @dataclass(frozen=True)
@@ -249,3 +254,36 @@ class VisDialTask(ImageTask):
             for i, s in enumerate(rounds)
         }
 
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Rounds by the rank of the ground-truth answer (ties against it, as the metrics count):
+        the image, caption, recent history, question, ground truth and the model's top answers."""
+        rounds, scores = self._ranked(dataset, predictions)
+        if not rounds:
+            return []
+        ranks = ranks_from_scores(scores, [s.gt_index for s in rounds])
+        row = {s.sample_id: i for i, s in enumerate(rounds)}
+
+        def example(sample_id: str) -> Example:
+            sample = rounds[row[sample_id]]
+            top = np.argsort(-scores[row[sample_id]], kind="stable")[:TOP_SHOWN]
+            history = tuple(f"{q}? {a}" for q, a in sample.context.history[-HISTORY_SHOWN:])
+            lines = [Line("caption", (sample.context.caption,))]
+            if history:
+                lines.append(Line("earlier rounds", history))
+            lines += [
+                Line("question", (f"{sample.context.question}?",)),
+                Line("ground truth", (sample.candidates[sample.gt_index],), (RIGHT,)),
+                Line(f"model's top {TOP_SHOWN}", tuple(sample.candidates[i] for i in top),
+                     tuple(RIGHT if i == sample.gt_index else WRONG for i in top)),
+            ]
+            return Example(
+                sample_id=sample_id,
+                summary=f"round {sample.round_id}: ground truth ranked {ranks[row[sample_id]]} of {scores.shape[1]}",
+                thumbs=(Thumb(sample.images[0]),),
+                lines=tuple(lines),
+            )
+
+        return [section("dialog rounds", {s.sample_id: -float(ranks[i]) for i, s in enumerate(rounds)}, example, worst, best)]

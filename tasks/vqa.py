@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import GenerationSettings
 from harness.errors import ConfigError, DataError
-from harness.metrics import per_sample_vqa_accuracy, vqa_accuracy_score
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
+from harness.metrics import normalize_answer, per_sample_vqa_accuracy, vqa_accuracy_score
 from harness.results import write_json_atomic
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
@@ -185,3 +186,32 @@ class VQATask(ImageTask):
             if sample.sample_id in predictions
         ]
         return [write_json_atomic(run_dir / f"{dataset.task}_{dataset.split}_submission.json", results)]
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Questions by VQA accuracy: the image, the question, the answer and the human answers
+        with their counts (those matching the answer, as the metric normalises them, marked);
+        none on a split without answers."""
+        accuracies = {sid: values["accuracy"] for sid, values in self.per_sample_metrics(dataset, predictions, protocol).items()}
+        if not accuracies:
+            return []
+        samples = {s.sample_id: s for s in dataset.samples}
+
+        def example(sample_id: str) -> Example:
+            sample, answer = samples[sample_id], predictions[sample_id]
+            counts = Counter(sample.answers).most_common()
+            return Example(
+                sample_id=sample_id,
+                summary=f"VQA accuracy {accuracies[sample_id]:.0f}",
+                thumbs=(Thumb(sample.images[0]),),
+                lines=(
+                    Line("question", (sample.question,)),
+                    Line("answer", (answer,), (RIGHT if accuracies[sample_id] > 0 else WRONG,)),
+                    Line("human answers", tuple(f"{a} \u00d7{n}" for a, n in counts),
+                         tuple(RIGHT if normalize_answer(a) == normalize_answer(answer) else None for a, _ in counts)),
+                ),
+            )
+
+        return [section("questions", accuracies, example, worst, best)]

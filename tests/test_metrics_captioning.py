@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from harness.errors import ConfigError
-from harness.metrics.captioning import caption_scores, nocaps_scores, spice_models_present
+from harness.metrics.captioning import caption_scores, cider_per_example, nocaps_scores, spice_models_present
 
 COCO_KEYS = {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
 
@@ -156,3 +156,29 @@ def test_nocaps_rejects_bad_domains(domains, message):
     references = {"1": ["a cat"], "2": ["a dog"]}
     with pytest.raises(ValueError, match=message):
         nocaps_scores(predictions, references, domains, spice=False)
+
+
+def test_cider_per_example_by_hand():
+    # Two images, one reference each, no n-gram shared between them: every n-gram's document
+    # frequency is 1, so idf = log(2) for all; a caption equal to its reference has cosine 1 at
+    # n = 1..4 and no length penalty, CIDEr-D = 10 * mean(1, 1, 1, 1) = 10 (1000 percent); a
+    # caption sharing nothing with its reference gets 0.
+    scores = cider_per_example(
+        {"1": "red cube on grass", "2": "blue sky with clouds"},
+        {"1": ["red cube on grass"], "2": ["a dog runs fast"]},
+    )
+    assert scores == pytest.approx({"1": 1000.0, "2": 0.0})
+
+
+def test_cider_per_example_averages_to_the_split_cider():
+    predictions = {"1": "a man riding a horse", "2": "two dogs in the grass", "3": "a red bus on a street"}
+    references = {
+        "1": ["a man rides a brown horse", "a person on a horse"],
+        "2": ["two dogs play in the grass", "dogs running on grass"],
+        "3": ["a red double decker bus", "a bus drives down the street"],
+    }
+    per_example = cider_per_example(predictions, references)
+    assert per_example.keys() == predictions.keys()
+    split = caption_scores(predictions, references, spice=False)["cider"]
+    assert sum(per_example.values()) / 3 == pytest.approx(split)
+    assert per_example["2"] > per_example["1"] > 0

@@ -3,7 +3,13 @@
 Percentages are in percent (0-100), as the BLIP paper reports them; ranks are 1-based.
 """
 
-from harness.metrics.captioning import NOCAPS_DOMAINS, caption_scores, nocaps_scores, spice_models_present
+from harness.metrics.captioning import (
+    NOCAPS_DOMAINS,
+    caption_scores,
+    cider_per_example,
+    nocaps_scores,
+    spice_models_present,
+)
 from harness.metrics.classification import accuracy
 from harness.metrics.dialog import mrr, ndcg, ranks_from_scores, visdial_metrics
 from harness.metrics.diversity import distinct_n, mbleu4, vocabulary_size
@@ -22,6 +28,7 @@ __all__ = [
     "accuracy",
     "distinct_n",
     "caption_scores",
+    "cider_per_example",
     "image_text_retrieval_metrics",
     "mbleu4",
     "mean_rank",

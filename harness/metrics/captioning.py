@@ -323,3 +323,45 @@ def nocaps_scores(
     named = {prefix: ids for prefix, ids in subsets.items() if ids}
     named["overall_"] = list(predictions)
     return _score_subsets(predictions, references, named, spice)
+
+
+def cider_per_example(
+    predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]
+) -> dict[Hashable, float]:
+    """CIDEr-D of each generated caption against its own references, in percent.
+
+    Document frequencies come from all the ``references`` given, as in :func:`caption_scores`,
+    whose ``cider`` is the mean of these values; so an example's value says how it contributed
+    to the split's CIDEr, which is how ``harness report`` finds the worst captions.
+
+    Parameters
+    ----------
+    predictions, references
+        As for :func:`caption_scores`.
+
+    Returns
+    -------
+    scores : dict
+        Example id -> CIDEr-D in percent (a caption equal to its single reference, sharing no
+        n-gram with other examples' references, scores 1000: ten times the mean cosine of 1).
+
+    Examples
+    --------
+    >>> cider_per_example(  # doctest: +SKIP
+    ...     {"1": "red cube on grass", "2": "blue sky with clouds"},
+    ...     {"1": ["red cube on grass"], "2": ["a dog runs fast"]})
+    {'1': 1000.0, '2': 0.0}
+
+    References
+    ----------
+    Vedantam et al., "CIDEr: Consensus-based Image Description Evaluation", CVPR 2015;
+    github.com/salaniz/pycocoevalcap (``cider_scorer.py``).
+    """
+    from pycocoevalcap.cider.cider import Cider
+
+    _check_captions(predictions, references)
+    _require_java()
+    tokenized_refs = _tokenize(references)
+    tokenized_preds = _tokenize({key: [caption] for key, caption in predictions.items()})
+    _, scores = Cider().compute_score(tokenized_refs, tokenized_preds)
+    return {key: 100.0 * float(value) for key, value in zip(tokenized_refs, scores, strict=True)}

@@ -1,0 +1,1 @@
+"""Logger plugins (``harness run --log NAME``): each implements ``harness_run_finished``."""
