@@ -289,7 +289,7 @@ def test_report_must_be_an_html_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_changed_data_gives_a_note_instead_of_wrong_examples(tmp_path: Path, toy_root: Path) -> None:
-    from result_fixtures import record_data, write_record
+    from result_fixtures import write_record
 
     from harness.records import load_record
     from harness.report import run_examples
