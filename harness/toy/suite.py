@@ -59,7 +59,7 @@ def _write_suite(root: Path, seed: int, progress: bool) -> None:
     files = {
         path.relative_to(root).as_posix(): _sha256(path) for path in sorted(root.rglob("*")) if path.is_file()
     }
-    write_json(root / MANIFEST, {"version": TOY_VERSION, "seed": seed, "files": files})
+    write_json(root / MANIFEST, {"version": TOY_VERSION, "seed": seed, "datasets": list(BUILDERS), "files": files})
 
 
 def read_manifest(suite: Path) -> dict | None:
@@ -78,8 +78,9 @@ def _is_complete(suite: Path, seed: int) -> bool:
         and manifest.get("version") == TOY_VERSION
         and manifest.get("seed") == seed
         and all((suite / rel).is_file() for rel in manifest["files"])
-        # A suite cached before a data set was added lacks it; adding one changes no other file.
-        and set(BUILDERS) <= {rel.split("/", 1)[0] for rel in manifest["files"]}
+        # A suite cached before a data set was added lacks it (adding one changes no other file,
+        # so the version stays): the manifest names the data sets it holds.
+        and set(BUILDERS) <= set(manifest.get("datasets", ()))
     )
 
 
