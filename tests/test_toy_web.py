@@ -29,11 +29,11 @@ def test_pretrain_json_and_labels_agree_and_plant_the_noise_mix(web: Path) -> No
     labels = json.loads((web / "web_labels.json").read_text())
     assert len(pretrain) == len(labels) == WEB_IMAGES
     assert all(set(record) == {"image", "caption"} for record in pretrain)
-    assert [r["image"] for r in pretrain] == [l["image"] for l in labels]
+    assert [r["image"] for r in pretrain] == [label["image"] for label in labels]
     assert all((web / r["image"]).is_file() for r in pretrain)
-    counts = collections.Counter(l["noise"] for l in labels)
+    counts = collections.Counter(label["noise"] for label in labels)
     assert counts == {kind: round(share * WEB_IMAGES) for kind, share in WEB_NOISE.items()}
-    assert all(l["label"] == int(l["noise"] == "clean") for l in labels)
+    assert all(label["label"] == int(label["noise"] == "clean") for label in labels)
     texts = collections.defaultdict(list)
     for record, label in zip(pretrain, labels, strict=True):
         texts[label["noise"]].append(record["caption"])
@@ -48,7 +48,7 @@ def test_shards_are_img2dataset_style_and_read_back_with_webdataset(web: Path) -
     samples = list(wds.WebDataset([str(s) for s in shards], shardshuffle=False))
     labels = json.loads((web / "web_labels.json").read_text())
     pretrain = json.loads((web / "web_pretrain.json").read_text())
-    assert [s["__key__"] for s in samples] == [l["key"] for l in labels]
+    assert [s["__key__"] for s in samples] == [label["key"] for label in labels]
     assert labels[WEB_SHARD_SIZE]["key"] == "000010000"  # shard 1, position 0
     for sample, label, record in zip(samples, labels, pretrain, strict=True):
         assert sample["jpg"] == (web / label["image"]).read_bytes()
