@@ -38,10 +38,11 @@ from harness.capabilities import ImageTextMatchProbability
 from harness.errors import CapabilityError, ConfigError, DataError
 from harness.metrics.filtering import filtering_metrics
 from harness.results import write_json_atomic
-from harness.task import Dataset
+from harness.task import Dataset, SkippedSample
 from harness_tasks.caption_edits import contradict
 from harness_tasks.images import Gather, ImageTask, encoded_samples
 from harness_tasks.records import MediaPaths, collect_records
+from harness_tasks.specs import TASK_SPECS
 from harness_tasks.text import pre_caption
 
 if TYPE_CHECKING:
@@ -139,16 +140,17 @@ def max_words(protocol: Mapping[str, Any]) -> int:
 
 
 def plan_pairs(
-    images: Sequence[tuple[str, Path, Sequence[str]]], seed: int, wrong: float, partial_: float
+    images: Sequence[tuple[str, Path, Sequence[str]]], seed: int, wrong_fraction: float, partial_fraction: float
 ) -> list[FilterPair]:
-    """The pairs of a retrieval split: one per (image, caption) slot, ``round(wrong * n)`` slots
-    given another image's caption and ``round(partial_ * n)`` the caption contradicted, chosen by
-    a ``random.Random`` seeded with ``plan_seed``; ``images`` are (id, path, captions)."""
+    """The pairs of a retrieval split: one per (image, caption) slot, ``round(wrong_fraction * n)``
+    slots given another image's caption and ``round(partial_fraction * n)`` their caption
+    contradicted, chosen by a ``random.Random`` seeded with ``seed``; ``images`` are (id, path,
+    captions)."""
     slots = [(row, j) for row, (_, _, captions) in enumerate(images) for j in range(len(captions))]
     rng = random.Random(f"capfilt_filter/{seed}")
     order = list(range(len(slots)))
     rng.shuffle(order)
-    n_wrong, n_partial = round(wrong * len(slots)), round(partial_ * len(slots))
+    n_wrong, n_partial = round(wrong_fraction * len(slots)), round(partial_fraction * len(slots))
     kind_of = {slot: "wrong" for slot in order[:n_wrong]}
     kind_of |= {slot: "partial" for slot in order[n_wrong : n_wrong + n_partial]}
     vocabulary = {word for _, _, captions in images for caption in captions for word in caption.split(" ")}
@@ -199,14 +201,12 @@ class CapFiltFilterTask(ImageTask):
             return self._load_web(data_root, words, skip_bad)
         if split not in RETRIEVAL_SPLITS:
             raise ConfigError(f"{self.name}: unknown split {split!r} (splits: {', '.join([WEB_SPLIT, *RETRIEVAL_SPLITS])})")
-        seed, wrong, partial_ = plan_settings(protocol)
-        from harness_tasks.specs import TASK_SPECS
-
+        seed, wrong_fraction, partial_fraction = plan_settings(protocol)
         source_task, source_split = RETRIEVAL_SPLITS[split]
         spec = next(spec for spec in TASK_SPECS if spec.name == source_task)
         source = spec.build().load(data_root, source_split, {"max_words": words}, skip_bad=skip_bad)
         images = [(sample.sample_id, sample.images[0], sample.captions) for sample in source.samples]
-        pairs = plan_pairs(images, seed, wrong, partial_)
+        pairs = plan_pairs(images, seed, wrong_fraction, partial_fraction)
         return self._dataset(split, source.root, pairs, source.fingerprint, source.skipped)
 
     def _load_web(self, data_root: Path, words: int, skip_bad: bool) -> Dataset:
@@ -233,7 +233,9 @@ class CapFiltFilterTask(ImageTask):
         pairs, skipped = collect_records(records, pretrain_path, parse, lambda pair: pair.sample_id, skip_bad=skip_bad)
         return self._dataset(WEB_SPLIT, root, pairs, fingerprint([pretrain_path, labels_path]), skipped)
 
-    def _dataset(self, split: str, root: Path, pairs: list[FilterPair], data_fingerprint: str, skipped: list) -> Dataset:
+    def _dataset(
+        self, split: str, root: Path, pairs: list[FilterPair], data_fingerprint: str, skipped: list[SkippedSample]
+    ) -> Dataset:
         return Dataset(
             task=self.name, split=split, root=root, samples=pairs, fingerprint=data_fingerprint,
             skipped=skipped, extra={"plan_fingerprint": pairs_fingerprint(pairs)},
