@@ -87,7 +87,7 @@ def captioned(n: int, views: int = 4) -> list[tuple[str, Path, list[str]]]:
 
 def test_plan_has_the_fractions_and_is_reproducible_for_its_seed():
     images = captioned(10)
-    pairs = plan_pairs(images, seed=1, wrong=0.25, partial_=0.25)
+    pairs = plan_pairs(images, seed=1, wrong_fraction=0.25, partial_fraction=0.25)
     kinds = [pair.kind for pair in pairs]
     assert len(pairs) == 40 and kinds.count("wrong") == 10 and kinds.count("partial") == 10 and kinds.count("clean") == 20
     assert plan_pairs(images, 1, 0.25, 0.25) == pairs
@@ -107,7 +107,9 @@ def test_plan_has_the_fractions_and_is_reproducible_for_its_seed():
 
 
 def test_contradiction_never_swaps_in_a_synonym_and_skips_uneditable_captions():
+    assert contradict("a red circle on the left", {"red", "blue", "circle"}, random.Random(0)) == "a blue circle on the left"
     assert replacements("purple", {"violet", "purple", "red"}) == ["red"]
+    assert replacements("dogs", {"dog", "cats", "men"}) == ["cats", "men"]
     assert replacements("two", {"2", "three", "two"}) == ["three"]
     assert contradict("a purple disk", {"purple", "violet", "disk", "circle"}, random.Random(0)) is None
     assert contradict("item 3 view 1", {"item", "view"}, random.Random(0)) is None
