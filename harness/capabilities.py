@@ -128,6 +128,20 @@ class ImageTextMatcher(Protocol):
 
 
 @runtime_checkable
+class ImageTextMatchProbability(Protocol):
+    """Probability that a pair matches, for filters that threshold it (CapFilt keeps a text when
+    it reaches 0.5). ``ImageTextMatcher.match`` returns only the "match" logit, which re-ranking
+    adds to the ITC cosine; a probability needs every class of the matching head (BLIP: the
+    softmax of its two ITM logits, taken at "match"), so it is a capability of its own."""
+
+    def match_probability(
+        self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor
+    ) -> torch.Tensor:
+        """pairs (P, 2) of (visual row, text row), as for ``ImageTextMatcher.match`` -> (P,)
+        probabilities in [0, 1] that each text describes its image."""
+
+
+@runtime_checkable
 class Captioner(Protocol):
     """Caption generation conditioned on visual features."""
 
@@ -185,6 +199,7 @@ CAPABILITIES: dict[str, type] = {
         VideoEncoder,
         ImageTextEmbedder,
         ImageTextMatcher,
+        ImageTextMatchProbability,
         Captioner,
         VisualQuestionAnswerer,
         PairVerifier,

@@ -20,7 +20,7 @@ from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import GenerationSettings
 from harness.errors import ConfigError, DataError
 from harness.examples import Example, ExampleSection, Line, Thumb, section
-from harness.metrics import caption_scores, cider_per_example, nocaps_scores
+from harness.metrics import caption_scores, cider_per_example, distinct_n, nocaps_scores, vocabulary_size
 from harness.results import write_json_atomic
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
@@ -134,6 +134,18 @@ def spice_setting(protocol: Mapping[str, Any]) -> bool | None:
     raise ConfigError(f"spice must be 'auto', true or false, got {value!r}")
 
 
+def caption_diversity(captions: list[str]) -> dict[str, float]:
+    """Diversity of the generated captions (BLIP section 4.3: "diversity is key"): distinct-1 and
+    distinct-2 in percent and the vocabulary size, over all images. mBLEU-4 compares the captions
+    of one image with each other, and these runs write one caption per image, so it is left out
+    (CapFilt reports it for its several synthetic captions per image)."""
+    return {
+        "distinct_1": 100.0 * distinct_n(captions, 1),
+        "distinct_2": 100.0 * distinct_n(captions, 2),
+        "vocabulary_size": float(vocabulary_size(captions)),
+    }
+
+
 def most_frequent_caption(references: Mapping[str, list[str]], max_words: int) -> str:
     """The reference caption written most often in the split (case and spacing ignored; the
     first one reached in dataset order wins a tie), cut to its first ``max_words`` words.
@@ -220,7 +232,8 @@ class CaptioningTask(ImageTask):
         self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]
     ) -> dict[str, float]:
         """BLEU-1..4, METEOR, ROUGE-L, CIDEr (and SPICE) in percent over the captioned images;
-        NoCaps per domain (``in_``, ``near_``, ``out_``) and ``overall_``."""
+        NoCaps per domain (``in_``, ``near_``, ``out_``) and ``overall_``; and the captions'
+        diversity (``caption_diversity``) over all of them."""
         ids = [sample.sample_id for sample in dataset.samples if sample.sample_id in predictions]
         if not ids:
             return {}
@@ -239,8 +252,10 @@ class CaptioningTask(ImageTask):
     def _scores(self, captions: dict[str, str], dataset: Dataset, spice: bool | None) -> dict[str, float]:
         references = {sid: dataset.extra["references"][sid] for sid in captions}
         if self.files.has_domains:
-            return nocaps_scores(captions, references, dataset.extra["domains"], spice=spice)
-        return caption_scores(captions, references, spice=spice)
+            scores = nocaps_scores(captions, references, dataset.extra["domains"], spice=spice)
+        else:
+            scores = caption_scores(captions, references, spice=spice)
+        return scores | caption_diversity(list(captions.values()))
 
     def write_outputs(
         self, dataset: Dataset, predictions: Mapping[str, Any], run_dir: Path

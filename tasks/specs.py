@@ -167,6 +167,26 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         headline_metrics=("accuracy",),
     ),
     TaskSpec(
+        name="capfilt_filter",
+        factory="harness_tasks.capfilt_filter:CapFiltFilterTask",
+        description="CapFilt filter quality: matching vs noisy pairs (web split or a retrieval split with a seeded noise plan); ROC-AUC, AP, P/R/F1",
+        capabilities=_RETRIEVAL_CAPS,
+        protocol={
+            "image_size": 384,
+            "max_words": 30,
+            "max_text_tokens": 35,
+            "score": "auto",
+            "threshold": "auto",
+            "plan_seed": 0,
+            "wrong_fraction": 0.25,
+            "partial_fraction": 0.25,
+        },
+        splits=("web", "coco_karpathy_test_5k", "coco_karpathy_val_5k", "flickr30k_karpathy_test_1k", "flickr30k_karpathy_val_1k"),
+        default_split="web",
+        # The web split lives in web/, the retrieval splits in coco/ and flickr30k/.
+        data_dir=".",
+    ),
+    TaskSpec(
         name="msvd_qa",
         factory="harness_tasks.video:VideoQATask",
         description="Zero-shot MSVD-QA with the VQA model, 16 frames; top-1 accuracy",

@@ -58,7 +58,7 @@ def reference_logits(module, image_tokens, image_index, ids, mask) -> torch.Tens
         encoder_hidden_states=pair_tokens,
         encoder_attention_mask=torch.ones(pair_tokens.shape[:2], dtype=torch.long),
     ).last_hidden_state
-    return module.itm_head(hidden[:, 0])[:, 1]
+    return module.itm_head(hidden[:, 0])
 
 
 def mixed_pairs(generator: torch.Generator) -> torch.Tensor:

@@ -6,11 +6,11 @@ import doctest
 
 import pytest
 
-from harness.metrics import captioning, classification, dialog, diversity, retrieval, vqa
+from harness.metrics import captioning, classification, dialog, diversity, filtering, retrieval, vqa
 
 
 @pytest.mark.parametrize(
-    "module", [retrieval, vqa, classification, dialog, captioning, diversity], ids=lambda m: m.__name__
+    "module", [retrieval, vqa, classification, dialog, captioning, diversity, filtering], ids=lambda m: m.__name__
 )
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from image_task_doubles import (
     COLOURS,
     ColourEncoder,
@@ -20,10 +21,13 @@ from media_files import write_image
 
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.errors import ConfigError, DataError
+from harness.media import load_image
+from harness.metrics.diversity import distinct_n, mbleu4, vocabulary_size
 from harness.toy.suite import BUILDERS
-from harness_tasks.captioning import coco_image_id, most_frequent_caption, spice_setting
+from harness_tasks.captioning import coco_image_id, generation_settings, most_frequent_caption, spice_setting
 
 NO_SPICE = {"spice": False}
+DIVERSITY = ("distinct_1", "distinct_2", "vocabulary_size")
 IMAGES = {101: "red", 102: "green", 103: "blue", 104: "yellow", 105: "red", 106: "green"}
 
 
@@ -111,7 +115,7 @@ def test_coco_captions_are_scored_with_the_coco_metrics_and_beat_the_constant_ca
         GenerationSettings(num_beams=3, max_length=20, min_length=5, repetition_penalty=1.0,
                            sample=False, top_p=0.9, prompt="a picture of ")
     }
-    assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
+    assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", *DIVERSITY}
     # Every caption is one of its image's references: unigram precision and ROUGE-L are perfect.
     assert metrics["bleu1"] == pytest.approx(100.0, abs=1e-6)
     assert metrics["rouge_l"] == pytest.approx(100.0)
@@ -120,6 +124,14 @@ def test_coco_captions_are_scored_with_the_coco_metrics_and_beat_the_constant_ca
     assert set(levels) == set(metrics)
     assert most_frequent_caption(dataset.extra["references"], 20) == "a square"
     assert levels["cider"] < metrics["cider"]
+    # "a <colour> square" for 6 images: 6 of 18 words and 8 of 12 bigrams distinct, 6 words;
+    # the constant "a square": 2 of 12 words, 1 of 6 bigrams, 2 words.
+    assert {key: metrics[key] for key in DIVERSITY} == pytest.approx(
+        {"distinct_1": 100 * 6 / 18, "distinct_2": 100 * 8 / 12, "vocabulary_size": 6.0}
+    )
+    assert {key: levels[key] for key in DIVERSITY} == pytest.approx(
+        {"distinct_1": 100 * 2 / 12, "distinct_2": 100 * 1 / 6, "vocabulary_size": 2.0}
+    )
 
 
 def test_nocaps_is_scored_per_domain_with_the_nocaps_repetition_penalty(tmp_path):
@@ -274,7 +286,7 @@ def test_blip_tiny_captions_the_toy_suite_deterministically(toy_root, tmp_path):
     assert runs[0] == runs[1]
     assert len(runs[0]) == 6 and all(isinstance(c, str) for c in runs[0].values())
     metrics = task.score(dataset, runs[0], protocol)
-    assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
+    assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", *DIVERSITY}
     assert all(0.0 <= value <= 1000.0 for value in metrics.values())
 
 
@@ -285,3 +297,24 @@ def test_the_chance_caption_is_cut_to_the_protocol_length():
     assert most_frequent_caption({"1": ["A  Cat", "a cat"], "2": ["a dog"]}, 20) == "a cat"
     with pytest.raises(ValueError, match="max_words"):
         most_frequent_caption(references, 0)
+
+
+def test_blip_tiny_nucleus_sampling_is_more_diverse_than_beam_search(toy_root):
+    """BLIP section 4.3: sampled synthetic captions are more diverse than beam-searched ones.
+    Three captions for each of four toy images, by beam search and by nucleus sampling (p 0.9)."""
+    spec = task_spec("coco_captioning")
+    model, protocol = blip_tiny("coco_captioning", spec.protocol)
+    dataset = spec.build().load(toy_root, "karpathy_test", protocol)
+    pixels = model.preprocess([load_image(sample.images[0]) for sample in dataset.samples[:4]])
+    visual = model.encode_images(pixels)
+    repeated = VisualFeatures(embeds=None, tokens=visual.tokens.repeat_interleave(3, dim=0))
+    beam = model.caption(repeated, generation_settings(protocol))
+    torch.manual_seed(0)
+    nucleus = model.caption(repeated, GenerationSettings(num_beams=1, sample=True, top_p=0.9, prompt=protocol["prompt"]))
+
+    def per_image(captions: list[str]) -> list[list[str]]:
+        return [captions[i : i + 3] for i in range(0, len(captions), 3)]
+
+    assert distinct_n(nucleus, 2) > distinct_n(beam, 2)
+    assert vocabulary_size(nucleus) > vocabulary_size(beam)
+    assert mbleu4(per_image(nucleus)) < mbleu4(per_image(beam))

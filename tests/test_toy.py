@@ -169,7 +169,7 @@ def fake_write_suite(root: Path, seed: int, progress: bool = False, pause: float
     """A stand-in builder (one file and a manifest) for tests of the build/rename logic."""
     time.sleep(pause)
     (root / "x.txt").write_text(str(seed))
-    manifest = {"version": TOY_VERSION, "seed": seed, "files": {"x.txt": "-"}}
+    manifest = {"version": TOY_VERSION, "seed": seed, "datasets": list(suite_module.BUILDERS), "files": {"x.txt": "-"}}
     (root / "TOY_SUITE.json").write_text(json.dumps(manifest))
 
 

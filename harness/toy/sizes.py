@@ -30,3 +30,10 @@ MSRVTT_VIDEOS: dict[str, int] = {"train": 60, "test": 20}
 MSRVTT_TRAIN_CAPTIONS_PER_VIDEO = 3
 MSVD_VIDEOS: dict[str, int] = {"train": 60, "test": 20}
 VIDEO_QA_PER_VIDEO: dict[str, int] = {"train": 5, "test": 3}
+
+WEB_IMAGES = 60
+WEB_SHARD_SIZE = 30
+"""Images per webdataset shard of the toy web split (two shards, so resuming per shard is testable)."""
+WEB_NOISE: dict[str, float] = {"clean": 0.4, "wrong": 0.2, "partial": 0.2, "boilerplate": 0.2}
+"""Share of the toy web images whose text is their own caption, another image's, their caption
+with one detail changed, or boilerplate."""

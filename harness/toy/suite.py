@@ -25,6 +25,7 @@ from harness.toy.nocaps import build_nocaps
 from harness.toy.output import write_json
 from harness.toy.visdial import build_visdial
 from harness.toy.vqa import build_vqa
+from harness.toy.web import build_web
 
 TOY_VERSION = 2
 """Bump whenever any builder's output changes, so cached suites are rebuilt."""
@@ -40,6 +41,7 @@ BUILDERS: dict[str, Callable[[Path, int], None]] = {
     "visdial": build_visdial,
     "msrvtt": build_msrvtt,
     "msvd": build_msvd,
+    "web": build_web,
 }
 """Sub-directory name -> builder writing that data set into it."""
 
@@ -57,7 +59,7 @@ def _write_suite(root: Path, seed: int, progress: bool) -> None:
     files = {
         path.relative_to(root).as_posix(): _sha256(path) for path in sorted(root.rglob("*")) if path.is_file()
     }
-    write_json(root / MANIFEST, {"version": TOY_VERSION, "seed": seed, "files": files})
+    write_json(root / MANIFEST, {"version": TOY_VERSION, "seed": seed, "datasets": list(BUILDERS), "files": files})
 
 
 def read_manifest(suite: Path) -> dict | None:
@@ -76,6 +78,9 @@ def _is_complete(suite: Path, seed: int) -> bool:
         and manifest.get("version") == TOY_VERSION
         and manifest.get("seed") == seed
         and all((suite / rel).is_file() for rel in manifest["files"])
+        # A suite cached before a data set was added lacks it (adding one changes no other file,
+        # so the version stays): the manifest names the data sets it holds.
+        and set(BUILDERS) <= set(manifest.get("datasets", ()))
     )
 
 

@@ -24,6 +24,8 @@ TASK_HEADS: Mapping[str, str] = {
     "msrvtt_retrieval": RETRIEVAL,
     # No BLIP VisDial checkpoint was released: the COCO ITM head scores candidates zero-shot.
     "visdial": RETRIEVAL,
+    # CapFilt's filter is the ITM head; BLIP fine-tuned it on COCO before filtering.
+    "capfilt_filter": RETRIEVAL,
     "coco_captioning": CAPTION,
     "nocaps": CAPTION,
     "vqav2": VQA,
@@ -35,7 +37,7 @@ TASK_HEADS: Mapping[str, str] = {
 HEAD_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
     RETRIEVAL: (
         "ImagePreprocessor", "ImageEncoder", "VideoEncoder", "ImageTextEmbedder", "ImageTextMatcher",
-        "DialogAnswerRanker",
+        "ImageTextMatchProbability", "DialogAnswerRanker",
     ),
     CAPTION: ("ImagePreprocessor", "ImageEncoder", "VideoEncoder", "Captioner"),
     VQA: ("ImagePreprocessor", "ImageEncoder", "VideoEncoder", "VisualQuestionAnswerer"),
@@ -56,6 +58,7 @@ BASE_WEIGHTS: Mapping[str, str] = {
     "flickr30k_retrieval_zeroshot": _COCO_BASE,
     "msrvtt_retrieval": _COCO_BASE,
     "visdial": _COCO_BASE,
+    "capfilt_filter": _COCO_BASE,
     "coco_captioning": "Salesforce/blip-image-captioning-base",
     "nocaps": "Salesforce/blip-image-captioning-base",
     "vqav2": "Salesforce/blip-vqa-base",
@@ -72,6 +75,7 @@ LARGE_WEIGHTS: Mapping[str, str] = {
     "flickr30k_retrieval_zeroshot": _COCO_LARGE,
     "msrvtt_retrieval": _COCO_LARGE,
     "visdial": _COCO_LARGE,
+    "capfilt_filter": _COCO_LARGE,
     "coco_captioning": "Salesforce/blip-image-captioning-large",
     "nocaps": "Salesforce/blip-image-captioning-large",
     "vqav2": "Salesforce/blip-vqa-capfilt-large",

@@ -206,6 +206,7 @@ def itm_logits(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """(N,) "match" logits of a ``BlipForImageTextRetrieval`` (``text_encoder`` + ``itm_head``)."""
+    """(N, 2) ITM logits (no match, match) of a ``BlipForImageTextRetrieval`` (``text_encoder``
+    + ``itm_head``)."""
     hidden = itm_hidden(module.text_encoder, image_tokens, image_index, input_ids, attention_mask)
-    return module.itm_head(hidden)[:, 1]
+    return module.itm_head(hidden)

@@ -2,14 +2,15 @@
 
 ITC: ``normalize(vision_proj(ViT CLS))`` against ``normalize(text_proj(text-only encoder CLS))``.
 ITM: the text encoder with ``[ENC]`` as first token cross-attends to the image tokens; the score
-is the "match" logit (``itm_head(...)[:, 1]``), as BLIP's re-ranking adds it to the ITC cosine.
+is the "match" logit (``itm_head(...)[:, 1]``), as BLIP's re-ranking adds it to the ITC cosine; a
+filter (CapFilt) thresholds the match probability, the softmax of both logits at "match".
 VisDial reuses ITM on "caption, history, question, candidate" (BLIP released no VisDial model,
 so the COCO retrieval checkpoint scores candidates zero-shot).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +31,19 @@ def dialog_text(context: DialogContext, candidate: str, history_rounds: int) -> 
     return " ".join(part.strip() for part in parts if part.strip())
 
 
+def match_logit(logits: torch.Tensor) -> torch.Tensor:
+    """(N, 2) ITM logits -> (N,) the "match" logit, which BLIP's re-ranking adds to the cosine."""
+    return logits[:, 1]
+
+
+def match_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(N, 2) ITM logits -> (N,) probability of "match" (softmax over both classes)."""
+    return logits.softmax(dim=-1)[:, 1]
+
+
 class BlipRetrievalModel(BlipModel):
-    """ImageTextEmbedder, ImageTextMatcher, DialogAnswerRanker (plus the shared encoders)."""
+    """ImageTextEmbedder, ImageTextMatcher, ImageTextMatchProbability, DialogAnswerRanker (plus
+    the shared encoders)."""
 
     head = RETRIEVAL
     match_batch_size = 256
@@ -58,6 +70,16 @@ class BlipRetrievalModel(BlipModel):
     def match(self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor) -> torch.Tensor:
         pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2).cpu()
         return self.score_pairs(visual.tokens, pairs[:, 0], texts.input_ids, texts.attention_mask, pairs[:, 1])
+
+    # ImageTextMatchProbability
+    @torch.inference_mode()
+    def match_probability(self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor) -> torch.Tensor:
+        """softmax over the ITM head's (no match, match) logits, at "match": the score BLIP's
+        ITM demo reports and CapFilt's filter thresholds."""
+        pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2).cpu()
+        return self.score_pairs(
+            visual.tokens, pairs[:, 0], texts.input_ids, texts.attention_mask, pairs[:, 1], output=match_probability
+        )
 
     # DialogAnswerRanker
     @torch.inference_mode()
@@ -92,8 +114,10 @@ class BlipRetrievalModel(BlipModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         text_rows: torch.Tensor,
+        output: Callable[[torch.Tensor], torch.Tensor] = match_logit,
     ) -> torch.Tensor:
-        """ITM logits (P,) for image ``image_rows[i]`` with text ``text_rows[i]``, float32 on CPU.
+        """``output`` of the ITM logits (P,) for image ``image_rows[i]`` with text ``text_rows[i]``
+        (by default the "match" logit), float32 on CPU.
 
         Pairs are sorted by image so that a chunk holds few distinct images; each chunk moves
         those images' tokens to the device once and cuts its texts to the chunk's longest.
@@ -112,15 +136,15 @@ class BlipRetrievalModel(BlipModel):
             ids[:, 0] = self.enc_token_id
             with self.autocast():
                 logits = self.itm_logits(tokens, image_index.to(self.device), ids, mask[:, :length])
-            scores[chunk] = logits.float().cpu()
+            scores[chunk] = output(logits.float()).cpu()
         return scores
 
     def itm_logits(
         self, image_tokens: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Distinct images' tokens (U, L, H), each text's image (N,) and its ids (N, T) with
-        ``[ENC]`` first -> (N,) "match" logits. Without ``fast_itm`` each image's tokens are
-        repeated for every text paired with it."""
+        ``[ENC]`` first -> (N, 2) ITM logits (no match, match). Without ``fast_itm`` each image's
+        tokens are repeated for every text paired with it."""
         if self.fast_itm:
             return fast_itm.itm_logits(self.module, image_tokens, image_index, input_ids, attention_mask)
         pair_tokens = image_tokens[image_index]
@@ -130,4 +154,4 @@ class BlipRetrievalModel(BlipModel):
             encoder_hidden_states=pair_tokens,
             encoder_attention_mask=self.image_mask(pair_tokens),
         ).last_hidden_state
-        return self.module.itm_head(hidden[:, 0])[:, 1]
+        return self.module.itm_head(hidden[:, 0])
