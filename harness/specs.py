@@ -63,6 +63,13 @@ class ModelSpec:
     protocol_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Protocol keys this model changes for every task (a tiny test model runs at 64 px, not
     384); applied over the task's defaults and under the user's ``--set``, and recorded."""
+    task_protocol_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Task name -> protocol keys this model changes for that task only, over ``protocol_overrides``
+    (BLIP-2 evaluates VQA at 224 px but retrieval and captioning at 364)."""
+
+    def protocol_for(self, task: str) -> dict[str, Any]:
+        """The protocol changes this model makes for ``task``."""
+        return {**self.protocol_overrides, **self.task_protocol_overrides.get(task, {})}
 
     def build(self, request: ModelRequest) -> Any:
         return resolve_factory(self.factory, f"model {self.name!r}")(request)

@@ -119,6 +119,8 @@ class VQATask(ImageTask):
             num_beams=int(ctx.protocol["num_beams"]),
             max_length=int(ctx.protocol["max_length"]),
             min_length=int(ctx.protocol["min_length"]),
+            prompt=str(ctx.protocol.get("prompt", "")),
+            length_penalty=float(ctx.protocol.get("length_penalty", 1.0)),
         )
 
         def answer(gather: Gather, chunk: list[VQASample]) -> list[str]:
