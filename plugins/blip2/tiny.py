@@ -86,5 +86,8 @@ def random_tiny(head: str, image_size: int = TINY_IMAGE_SIZE, seed: int = 0) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = getattr(transformers, HF_CLASSES[head])(config)
+        # transformers starts the queries at zero, which makes them identical; LAVIS draws them
+        # from N(0, 0.02) before pre-training, so the tiny model's queries differ as trained ones do.
+        torch.nn.init.normal_(module.query_tokens, std=config.qformer_config.initializer_range)
     tokenizer = qformer_tokenizer if head == RETRIEVAL else lm_tokenizer
     return LoadedBlip2(module.eval(), tokenizer, f"blip2-tiny-seed{seed}", [])
