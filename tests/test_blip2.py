@@ -3,10 +3,12 @@
 from them, and captions and answers equal ``Blip2ForConditionalGeneration.generate``."""
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
 import torch
+from cli_process import harness_command, harness_env
 from PIL import Image
 
 from harness.capabilities import (
@@ -241,3 +243,16 @@ def test_saved_directory_loads_and_a_wrong_head_is_refused(tmp_path, retrieval, 
     assert loaded.weights_files == [tmp_path / "itm" / "model.safetensors"]
     with pytest.raises(ModelLoadError, match=f"a BLIP-2 {RETRIEVAL} model, but this task needs a {GENERATION}"):
         spec.build(ModelRequest(task="vqav2", protocol=protocol, weights=str(tmp_path / "itm")))
+
+
+def test_harness_list_shows_the_blip2_protocol_per_task(tmp_path):
+    result = subprocess.run(
+        harness_command(["list", "models"]), env=harness_env(tmp_path / "cache"), capture_output=True, text=True,
+        timeout=120, check=True,
+    )
+    assert "blip2 " in result.stdout and "blip2-tiny" in result.stdout
+    assert (
+        "protocol changes for vqav2: image_size=224, mode='generate', prompt='Question: {} Short answer:', "
+        "num_beams=5, max_length=10, min_length=1, length_penalty=0.0"
+    ) in result.stdout
+    assert "protocol changes for coco_retrieval: image_size=364, k_test=128" in result.stdout
