@@ -17,9 +17,9 @@ from PIL import Image
 
 from harness.errors import ConfigError
 from harness.specs import ModelRequest
-from harness_plugins.blip.base import PRECISIONS
-from harness_plugins.blip.preprocess import blip_pixels
+from harness_plugins.blip.heads.base import PRECISIONS
 from harness_plugins.blip2.loading import LoadedBlip2
+from harness_plugins.common.preprocess import blip_pixels
 
 
 class Blip2Model:

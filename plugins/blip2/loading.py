@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip.weights import OFFICIAL, WeightsSource, weight_files
 from harness_plugins.blip2.catalog import HF_CLASSES
+from harness_plugins.common.weights import OFFICIAL, WeightsSource, weight_files
 
 
 @dataclass

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 
 from harness.errors import ConfigError, ModelLoadError
 from harness.specs import ModelRequest
-from harness_plugins.blip.weights import resolve_weights
 from harness_plugins.blip2.base import Blip2Model
 from harness_plugins.blip2.catalog import GENERATION, RETRIEVAL, TASK_HEADS, WEIGHTS
 from harness_plugins.blip2.generation import Blip2GenerationModel
 from harness_plugins.blip2.loading import LoadedBlip2, load_blip2
 from harness_plugins.blip2.retrieval import Blip2RetrievalModel
 from harness_plugins.blip2.tiny import random_tiny
+from harness_plugins.common.weights import resolve_weights
 
 DEFAULT_IMAGE_SIZE = 224
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness_plugins.blip.tokenizer import SPECIAL_TOKENS, tiny_tokenizer, tiny_vocabulary
+from harness_plugins.blip.loading.tokenizer import SPECIAL_TOKENS, tiny_tokenizer, tiny_vocabulary
 from harness_plugins.blip2.catalog import GENERATION, HF_CLASSES, RETRIEVAL, TINY_IMAGE_SIZE
 from harness_plugins.blip2.loading import LoadedBlip2
 
