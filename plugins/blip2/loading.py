@@ -1,7 +1,7 @@
 """Load BLIP-2 weights of one head from a Hugging Face directory (a hub snapshot in the local
 cache, or a saved folder), with its tokenizer and provenance.
 
-Where the weights are is resolved by BLIP's ``weights.resolve_weights`` (the harness never
+Where the weights are is resolved by ``common.weights.resolve_weights``, as for BLIP (the harness never
 downloads; a missing checkpoint fails naming the exact id to fetch). BLIP-2 has no official
 checkpoint format to convert: LAVIS's ``.pth`` files are refused with the hub id to use instead.
 """

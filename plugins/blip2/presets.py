@@ -1,7 +1,7 @@
 """Model factories of the ``blip2`` and ``blip2-tiny`` presets.
 
 A factory picks the head the task needs (``catalog.TASK_HEADS``) and the weights (``--weights`` or
-the preset's checkpoint for that task, resolved by BLIP's ``resolve_weights``: local cache or a
+the preset's checkpoint for that task, resolved by ``common.weights.resolve_weights``: local cache or a
 directory, never a download) and returns the head's model object.
 """
 
