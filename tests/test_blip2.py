@@ -256,3 +256,18 @@ def test_harness_list_shows_the_blip2_protocol_per_task(tmp_path):
         "num_beams=5, max_length=10, min_length=1, length_penalty=0.0"
     ) in result.stdout
     assert "protocol changes for coco_retrieval: image_size=364, k_test=128" in result.stdout
+
+
+def test_weights_that_do_not_fit_are_refused_naming_the_keys(tmp_path, retrieval):
+    from safetensors.torch import load_file, save_file
+
+    retrieval.module.save_pretrained(tmp_path / "itm")
+    retrieval.tokenizer.save_pretrained(tmp_path / "itm")
+    weights = tmp_path / "itm" / "model.safetensors"
+    tensors = load_file(weights)
+    del tensors["itm_head.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    spec = next(m for m in MODEL_SPECS if m.name == "blip2")
+    protocol = {**spec.protocol_for("coco_retrieval"), "image_size": SIZE}
+    with pytest.raises(ModelLoadError, match="weights do not fit Blip2ForImageTextRetrieval: missing keys itm_head.weight"):
+        spec.build(ModelRequest(task="coco_retrieval", protocol=protocol, weights=str(tmp_path / "itm")))

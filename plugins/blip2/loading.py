@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
 from harness_plugins.blip2.catalog import HF_CLASSES
+from harness_plugins.common.checked_loading import from_pretrained_checked
 from harness_plugins.common.weights import OFFICIAL, WeightsSource, weight_files
 
 
@@ -71,22 +71,7 @@ def load_blip2(source: WeightsSource, head: str) -> LoadedBlip2:
 def _from_pretrained(directory: Path, head: str, name: str) -> nn.Module:
     import transformers
 
-    model_class = getattr(transformers, HF_CLASSES[head])
-    try:
-        module, info = model_class.from_pretrained(
-            str(directory), local_files_only=True, dtype=torch.float32, output_loading_info=True
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{name}: cannot load {model_class.__name__} from {directory} ({exc})") from exc
-    problems = [
-        f"{label} {', '.join(map(str, sorted(info.get(key) or ())[:8]))}"
-        for key, label in (("missing_keys", "missing keys"), ("unexpected_keys", "unexpected keys"),
-                           ("mismatched_keys", "shape mismatches"))
-        if info.get(key)
-    ]
-    if problems:
-        raise ModelLoadError(f"{name}: weights do not fit {model_class.__name__}: {'; '.join(problems)}")
-    return module
+    return from_pretrained_checked(getattr(transformers, HF_CLASSES[head]), directory, name)
 
 
 def _load_tokenizer(directory: Path) -> Any:
