@@ -25,8 +25,9 @@ from harness.errors import CapabilityError
 from harness_plugins.blip2.base import Blip2Model
 from harness_plugins.blip2.catalog import GENERATION
 
-SAMPLING_TOP_K = 0
-"""Nucleus sampling alone (LAVIS passes no top-k; transformers 5 applies none unless asked)."""
+SAMPLING_TOP_K = 50
+"""LAVIS's nucleus sampling passes no top-k, so the transformers 4 it ran on applied its default
+of 50; transformers 5 no longer defaults to it, so it is passed explicitly."""
 
 
 def stop_token_ids(tokenizer: Any, language_config: Any) -> list[int]:
