@@ -27,7 +27,7 @@ import torch
 from models import build, common_arguments, describe, eager_vision, parse, timed
 
 from harness.capabilities import GenerationSettings
-from harness_plugins.blip.generation import decoding_kwargs
+from harness_plugins.blip.heads.generation import decoding_kwargs
 
 SETTINGS = GenerationSettings(num_beams=3, max_length=20, min_length=5, prompt="a picture of ")
 

@@ -29,7 +29,7 @@ from models import build, caption_words, common_arguments, describe, parse, time
 from harness.capabilities import TextFeatures, VisualFeatures
 from harness.context import RunContext
 from harness.predictions import PredictionStore
-from harness_plugins.blip.tokenizer import tiny_tokenizer
+from harness_plugins.blip.loading.tokenizer import tiny_tokenizer
 from harness_tasks.retrieval import CrossModalRanker, encode_texts
 
 

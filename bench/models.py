@@ -22,12 +22,12 @@ import torch
 import transformers
 
 from harness.specs import ModelRequest
-from harness_plugins.blip.captioning import BlipCaptionModel
-from harness_plugins.blip.checkpoint import BLIP_TEXT_LAYER_NORM_EPS, BLIP_VISION_LAYER_NORM_EPS
-from harness_plugins.blip.fast_vit import FusedBlipAttention
-from harness_plugins.blip.loader import LoadedBlip
-from harness_plugins.blip.retrieval import BlipRetrievalModel
-from harness_plugins.blip.tokenizer import tiny_tokenizer
+from harness_plugins.blip.fast.vit import FusedBlipAttention
+from harness_plugins.blip.heads.captioning import BlipCaptionModel
+from harness_plugins.blip.heads.retrieval import BlipRetrievalModel
+from harness_plugins.blip.loading.checkpoint import BLIP_TEXT_LAYER_NORM_EPS, BLIP_VISION_LAYER_NORM_EPS
+from harness_plugins.blip.loading.loader import LoadedBlip
+from harness_plugins.blip.loading.tokenizer import tiny_tokenizer
 
 IMAGE_SIZE = 384
 TEXT_TOKENS = 35

@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 class VisualFeatures:
     """Features of a batch of images or videos.
 
-    ``embeds`` (N, D): L2-normalised projected embeddings for contrastive (ITC) similarity; may be
-    None for models whose encoder has no ITC projection (e.g. a VQA model).
+    ``embeds`` (N, D): L2-normalised projected embeddings for contrastive (ITC) similarity; (N, Q, D)
+    for a model whose image is several query embeddings (BLIP-2: 32), which then implements
+    ``ImageTextSimilarity``; may be None for models whose encoder has no ITC projection (e.g. a VQA
+    model).
     ``tokens`` (N, L, H): the vision encoder's token features that cross-attention heads read;
     for a video, L = frames x tokens-per-frame.
     """
@@ -58,7 +60,10 @@ class TextFeatures:
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings for captioning and generative VQA; lengths count the prompt's tokens
-    as BLIP does."""
+    as BLIP does. ``prompt`` is the text a caption continues; for VQA it is a template whose
+    ``{}`` receives the question ("" asks the question as it is). ``length_penalty`` is the
+    exponent of the length a finished beam's summed log-probability is divided by (1: BLIP's mean
+    per token; 0: the plain sum, as BLIP-2's zero-shot VQA with OPT ranks beams)."""
 
     num_beams: int = 3
     max_length: int = 20
@@ -67,6 +72,7 @@ class GenerationSettings:
     sample: bool = False
     top_p: float = 0.9
     prompt: str = ""
+    length_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,31 @@ class ImageTextEmbedder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> TextFeatures:
         """Texts -> normalised embeddings (M, D) and their token ids for the matcher."""
+
+
+@runtime_checkable
+class ImageTextSimilarity(Protocol):
+    """Optional part of ``ImageTextEmbedder`` for a model whose ITC similarity is not one dot
+    product per pair (BLIP-2: the maximum over its query embeddings). Models without it are
+    scored by ``dot_product_similarity``; use ``image_text_similarity`` to get either."""
+
+    def similarity(self, visual: VisualFeatures, texts: TextFeatures) -> torch.Tensor:
+        """(N, M) float32 ITC similarity of every visual row with every text row."""
+
+
+def dot_product_similarity(visual: VisualFeatures, texts: TextFeatures) -> torch.Tensor:
+    """(N, M) cosine similarity of single normalised embeddings, in float32 on the visual side's
+    device: BLIP's and CLIP's ITC score, without a temperature."""
+    embeds = visual.embeds.float()
+    return embeds @ texts.embeds.to(embeds.device).float().T
+
+
+def image_text_similarity(model: object, visual: VisualFeatures, texts: TextFeatures) -> torch.Tensor:
+    """The ITC similarity matrix an ``ImageTextEmbedder`` defines: its own ``similarity`` when it
+    implements ``ImageTextSimilarity``, else the dot product of single embeddings."""
+    if isinstance(model, ImageTextSimilarity):
+        return model.similarity(visual, texts)
+    return dot_product_similarity(visual, texts)
 
 
 @runtime_checkable

@@ -43,6 +43,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 print(f"  {'':<14} weights: {weights}")
             if spec.protocol_overrides:
                 print(f"  {'':<14} protocol changes: {_fmt_protocol(dict(spec.protocol_overrides))}")
+            for task, changes in spec.task_protocol_overrides.items():
+                print(f"  {'':<14} protocol changes for {task}: {_fmt_protocol(dict(changes))}")
             if spec.baseline_rows:
                 print(f"  {'':<14} published rows (deltas in `harness compare`): {_fmt_rows(spec.baseline_rows)}")
     if args.what in ("tasks", "all"):

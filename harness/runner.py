@@ -253,7 +253,7 @@ class Runner:
     ) -> dict[str, Any] | None:
         config = self.config
         split = config.split if config.split in spec.splits else spec.default_split
-        protocol = merge_protocol(spec.name, spec.protocol, model_spec.protocol_overrides, config.overrides, strict=False)
+        protocol = merge_protocol(spec.name, spec.protocol, model_spec.protocol_for(spec.name), config.overrides, strict=False)
         task_root = data_root / spec.data_dir
         if not task_root.is_dir():
             raise DataError(f"{spec.name}: no data at {task_root} (expected the layout in docs/datasets.md)")

@@ -96,8 +96,16 @@ class ModelSpec:
     caveats: tuple[Caveat, ...] = ()
     """What a reader must know about the default weights on a task or split; recorded per run."""
 
+    task_protocol_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Task name -> protocol keys this model changes for that task only, over ``protocol_overrides``
+    (BLIP-2 evaluates VQA at 224 px but retrieval and captioning at 364)."""
+
     def baseline_row(self, task: str) -> PublishedRow | None:
         return self.baseline_rows.get(task, self.baseline_rows.get("*"))
+
+    def protocol_for(self, task: str) -> dict[str, Any]:
+        """The protocol changes this model makes for ``task``."""
+        return {**self.protocol_overrides, **self.task_protocol_overrides.get(task, {})}
 
     def build(self, request: ModelRequest) -> Any:
         return resolve_factory(self.factory, f"model {self.name!r}")(request)

@@ -1,8 +1,9 @@
 """COCO and Flickr30k image-text retrieval, with BLIP's two-stage evaluation.
 
-Stage one ranks every text for every image (and every image for every text) by the cosine of
-the normalised ITC embeddings, without a temperature. Stage two re-scores each query's top
-``k_test`` candidates with the ITM head: score = ITM match logit + ITC cosine, every candidate
+Stage one ranks every text for every image (and every image for every text) by the model's ITC
+similarity (``harness.capabilities.image_text_similarity``: the cosine of the normalised
+embeddings without a temperature for BLIP and CLIP; the maximum over query embeddings for BLIP-2). Stage two re-scores each query's top
+``k_test`` candidates with the ITM head: score = ITM match logit + ITC similarity, every candidate
 outside the top k keeps -100. An image is retrieved at the best rank of any of its captions.
 
 BLIP re-ranks one query per forward pass (k_test pairs each). Here all pairs the pending queries
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.annotations import fingerprint, read_json, require_fields
-from harness.capabilities import ImageTextMatcher, TextFeatures, VisualFeatures
+from harness.capabilities import ImageTextMatcher, TextFeatures, VisualFeatures, image_text_similarity
 from harness.errors import CapabilityError, ConfigError, DataError
 from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.metrics.retrieval import ranks_of_targets, recall_at_k
@@ -193,8 +194,7 @@ class CrossModalRanker:
         self.rerank = rerank
         if visual.embeds is None:
             raise CapabilityError("retrieval needs ITC embeddings, but the model's visual features have none")
-        embeds = visual.embeds.float()
-        self.sims = embeds @ texts.embeds.to(embeds.device).float().T
+        self.sims = image_text_similarity(model, visual, texts)
         self.num_visual, self.num_texts = self.sims.shape
 
     def rank(self, queries: Sequence[int], group_size: int, ctx: RunContext) -> Iterator[GroupResult]:

@@ -39,6 +39,8 @@ _VQA = {
     "max_length": 10,
     "min_length": 1,
     "max_question_words": 50,
+    "prompt": "",
+    "length_penalty": 1.0,
 }
 _VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform"}
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.annotations import fingerprint, read_json, read_jsonl, require_fields, resolve_media_path
 from harness.cache import cached_batches, feature_store
-from harness.capabilities import GenerationSettings, VisualFeatures
+from harness.capabilities import VisualFeatures
 from harness.errors import ConfigError, DataError
 from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.media import FRAME_SAMPLINGS, decoder_threads, load_video_frames, pixel_batches
@@ -32,7 +32,7 @@ from harness_tasks.images import encode_halving
 from harness_tasks.records import collect_records, split_entry
 from harness_tasks.retrieval import RECALL_KS, CaptionRetrievalTask, positive_int
 from harness_tasks.text import pre_caption, pre_question
-from harness_tasks.vqa import answer_mode, read_answer_list
+from harness_tasks.vqa import answer_mode, answer_settings, read_answer_list
 
 if TYPE_CHECKING:
     from harness.context import RunContext
@@ -265,11 +265,7 @@ class VideoQATask(Task):
         mode = answer_mode(ctx.protocol)
         answer_list: list[str] = dataset.extra["answer_list"]
         k = min(positive_int(ctx.protocol, "k_test"), len(answer_list))
-        settings = GenerationSettings(
-            num_beams=positive_int(ctx.protocol, "num_beams"),
-            max_length=positive_int(ctx.protocol, "max_length"),
-            min_length=int(ctx.protocol["min_length"]),
-        )
+        settings = answer_settings(ctx.protocol)
         questions: dict[Path, list[VideoQuestion]] = {}
         for sample in ctx.pending(dataset):
             questions.setdefault(sample.video, []).append(sample)

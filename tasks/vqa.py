@@ -48,6 +48,30 @@ class VQASample:
     """The annotators' answers; None on splits without ground truth."""
 
 
+def answer_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
+    """The generate mode's decoding settings, shared by image and video QA. ``prompt`` is a question
+    template ("" asks the question as it is, as BLIP does; BLIP-2: "Question: {} Short answer:")
+    and ``length_penalty`` the beams' length exponent, both passed to the model."""
+    try:
+        settings = GenerationSettings(
+            num_beams=int(protocol["num_beams"]),
+            max_length=int(protocol["max_length"]),
+            min_length=int(protocol["min_length"]),
+            prompt=str(protocol.get("prompt", "")),
+            length_penalty=float(protocol.get("length_penalty", 1.0)),
+        )
+    except KeyError as missing:
+        raise ConfigError(f"VQA protocol lacks {missing}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"VQA protocol has a malformed decoding setting ({error})") from None
+    if settings.num_beams < 1 or settings.max_length < 1 or settings.min_length < 0:
+        raise ConfigError(
+            f"VQA protocol needs num_beams and max_length >= 1 and min_length >= 0, got {settings.num_beams}, "
+            f"{settings.max_length}, {settings.min_length}"
+        )
+    return settings
+
+
 def answer_mode(protocol: Mapping[str, Any]) -> str:
     mode = protocol.get("mode", "rank")
     if mode not in MODES:
@@ -116,11 +140,7 @@ class VQATask(ImageTask):
             raise ConfigError(f"{self.name}: rank mode needs {ANSWER_LIST_FILE}; load the data with mode 'rank'")
         # BLIP keeps the k_test best first-token candidates; a shorter list keeps all of them.
         k = min(int(ctx.protocol["k_test"]), len(answer_list))
-        settings = GenerationSettings(
-            num_beams=int(ctx.protocol["num_beams"]),
-            max_length=int(ctx.protocol["max_length"]),
-            min_length=int(ctx.protocol["min_length"]),
-        )
+        settings = answer_settings(ctx.protocol)
 
         def answer(gather: Gather, chunk: list[VQASample]) -> list[str]:
             with ctx.stage("answer_questions", items=len(chunk)):

@@ -23,6 +23,7 @@ from harness_tasks.specs import TASK_SPECS
 
 REPO = Path(__file__).resolve().parents[1]
 BLIP_PAPER = REPO / "results" / "baselines" / "blip_paper.json"
+BLIP2_PAPER = REPO / "results" / "baselines" / "blip2_paper.json"
 
 
 def test_blip_paper_table_loads_and_uses_harness_task_names():
@@ -38,12 +39,23 @@ def test_blip_paper_table_loads_and_uses_harness_task_names():
     assert coco.metrics == {"txt_r1": 81.9, "txt_r5": 95.4, "txt_r10": 97.8, "img_r1": 64.3, "img_r5": 85.7, "img_r10": 91.5}
 
 
-def test_every_row_split_is_a_task_split_or_a_test_server_split():
+def test_blip2_paper_table_holds_the_checked_figures():
+    table = load_baseline_file(BLIP2_PAPER)
+    assert table.name == "blip2_paper"
+    coco = next(r for r in table.rows_for("coco_retrieval", "karpathy_test_5k") if r.model == "BLIP-2 ViT-g")
+    assert coco.metrics == {"txt_r1": 85.4, "txt_r5": 97.0, "txt_r10": 98.5, "img_r1": 68.3, "img_r5": 87.7, "img_r10": 92.6}
+    caption = next(r for r in table.rows_for("coco_captioning", "karpathy_test") if r.model == "BLIP-2 ViT-g OPT-2.7B")
+    assert caption.metrics == {"bleu4": 43.7, "cider": 145.8}
+    assert table.rows_for("vqav2", "test_dev")[0].metrics == {"accuracy": 65.0}
+
+
+@pytest.mark.parametrize("path", [BLIP_PAPER, BLIP2_PAPER], ids=lambda p: p.stem)
+def test_every_row_split_is_a_task_split_or_a_test_server_split(path):
     """Rows are shown beside runs of the same task and split, so a split name that matches no
     harness split would never be shown; VQA test-dev/test-std are scored by the EvalAI server."""
     splits = {spec.name: set(spec.splits) for spec in TASK_SPECS}
     server_splits = {("vqav2", "test_dev"), ("vqav2", "test_std")}
-    for row in load_baseline_file(BLIP_PAPER).rows:
+    for row in load_baseline_file(path).rows:
         assert row.split in splits[row.task] or (row.task, row.split) in server_splits, row
 
 
@@ -106,7 +118,7 @@ def test_the_builtin_hook_registers_the_repository_table():
     plugin_manager = make_plugin_manager(load_entry_points=False)
     plugin_manager.register(baselines_module)
     registry = Registry(plugin_manager).collect()
-    assert [p.resolve() for p in registry.baseline_files] == [BLIP_PAPER.resolve()]
+    assert [p.resolve() for p in registry.baseline_files] == [BLIP2_PAPER.resolve(), BLIP_PAPER.resolve()]
 
 
 def test_installed_wheel_falls_back_to_package_data(tmp_path, monkeypatch):

@@ -13,9 +13,9 @@ import torch
 from transformers import BlipConfig, BlipForConditionalGeneration
 
 from harness.capabilities import GenerationSettings
-from harness_plugins.blip.beam_search import BeamSettings, beam_search
-from harness_plugins.blip.generation import decode, decoding_kwargs
-from harness_plugins.blip.masking import honour_cross_attention_masks
+from harness_plugins.blip.fast.beam_search import BeamSettings, beam_search
+from harness_plugins.blip.fast.masking import honour_cross_attention_masks
+from harness_plugins.blip.heads.generation import decode, decoding_kwargs
 
 VOCAB, BOS, SEP, PAD = 90, 1, 3, 0
 WIDTH, STATE_TOKENS = 40, 9

@@ -15,13 +15,13 @@ import torch
 from harness.errors import ModelLoadError, OutputError
 from harness.specs import ModelRequest
 from harness_plugins.blip.catalog import CAPTION, HEADS, NLVR2, RETRIEVAL, VQA
-from harness_plugins.blip.checkpoint import load_official, read_checkpoint
-from harness_plugins.blip.convert import convert_checkpoint
-from harness_plugins.blip.loader import LoadedBlip, load_blip
+from harness_plugins.blip.heads.vqa import answer_scores
+from harness_plugins.blip.loading.checkpoint import load_official, read_checkpoint
+from harness_plugins.blip.loading.convert import convert_checkpoint
+from harness_plugins.blip.loading.loader import LoadedBlip, load_blip
 from harness_plugins.blip.presets import MODEL_CLASSES
 from harness_plugins.blip.tiny import random_tiny
-from harness_plugins.blip.vqa import answer_scores
-from harness_plugins.blip.weights import DIRECTORY, OFFICIAL, WeightsSource
+from harness_plugins.common.weights import DIRECTORY, OFFICIAL, WeightsSource
 
 SIZE = 64
 TEXT_PREFIX = {RETRIEVAL: "text_encoder.", VQA: "text_encoder.", NLVR2: "text_encoder.", CAPTION: "text_decoder.bert."}

@@ -13,11 +13,11 @@ from PIL import Image
 from harness.capabilities import DialogContext, GenerationSettings
 from harness.errors import ConfigError
 from harness.specs import ModelRequest
-from harness_plugins.blip.captioning import BlipCaptionModel
+from harness_plugins.blip.heads.captioning import BlipCaptionModel
+from harness_plugins.blip.heads.retrieval import BlipRetrievalModel, dialog_text
+from harness_plugins.blip.heads.verification import BlipNLVR2Verifier
+from harness_plugins.blip.heads.vqa import BlipVQAModel, answer_scores
 from harness_plugins.blip.presets import build_blip_tiny
-from harness_plugins.blip.retrieval import BlipRetrievalModel, dialog_text
-from harness_plugins.blip.verification import BlipNLVR2Verifier
-from harness_plugins.blip.vqa import BlipVQAModel, answer_scores
 
 SIZE = 64
 ANSWERS = ["red", "two", "on the left side", "blue", "no", "three circles", "yes"]

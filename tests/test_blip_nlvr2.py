@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from transformers import BlipTextConfig, BlipVisionConfig
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip.checkpoint import read_checkpoint, to_transformers_layout
-from harness_plugins.blip.nlvr2 import BlipNLVR2Model, load_nlvr2, save_nlvr2
-from harness_plugins.blip.resolution import set_image_size
-from harness_plugins.blip.state_dicts import load_state_strict
+from harness_plugins.blip.heads.nlvr2 import BlipNLVR2Model, load_nlvr2, save_nlvr2
+from harness_plugins.blip.loading.checkpoint import read_checkpoint, to_transformers_layout
+from harness_plugins.blip.loading.resolution import set_image_size
+from harness_plugins.blip.loading.state_dicts import load_state_strict
 
 LAYERS = 4
 MERGE_LAYER = 2  # layers 0-1 average the branches, layers 2-3 merge them

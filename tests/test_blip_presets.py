@@ -16,10 +16,10 @@ from harness.registry import Registry, check_instance, make_plugin_manager
 from harness.specs import ModelRequest
 from harness_plugins.blip import plugin, tiny
 from harness_plugins.blip.catalog import CAPTION, NLVR2, RETRIEVAL
-from harness_plugins.blip.loader import make_blip_faithful
+from harness_plugins.blip.loading.loader import make_blip_faithful
 from harness_plugins.blip.presets import build_blip, build_blip_large, build_blip_tiny
 from harness_plugins.blip.tiny import random_tiny
-from harness_plugins.blip.weights import DIRECTORY, OFFICIAL, WEIGHTS_DIR_ENV, resolve_weights
+from harness_plugins.common.weights import DIRECTORY, OFFICIAL, WEIGHTS_DIR_ENV, resolve_weights
 from harness_tasks.specs import TASK_SPECS
 
 SIZE = 64
@@ -42,7 +42,7 @@ def save_directory(directory: Path, head: str, seed: int, layer_norm_eps: float 
     if layer_norm_eps is not None:
         loaded.module.config.vision_config.layer_norm_eps = layer_norm_eps
     if head == NLVR2:
-        from harness_plugins.blip.nlvr2 import save_nlvr2
+        from harness_plugins.blip.heads.nlvr2 import save_nlvr2
 
         save_nlvr2(loaded.module, directory)
     else:

@@ -18,7 +18,7 @@ from harness.context import RunContext
 from harness.predictions import PredictionStore
 from harness.runner import Runner
 from harness.specs import ModelRequest
-from harness_plugins.blip.base import BlipModel
+from harness_plugins.blip.heads.base import BlipModel
 from harness_plugins.blip.presets import build_blip_tiny
 from harness_tasks.images import encoded_samples
 from harness_tasks.retrieval import CaptionedImage

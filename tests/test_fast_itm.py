@@ -9,10 +9,10 @@ from transformers import BlipConfig, BlipForImageTextRetrieval
 
 from harness.capabilities import DialogContext
 from harness.specs import ModelRequest
-from harness_plugins.blip.fast_itm import PackedTexts, itm_logits, pack_by_image
-from harness_plugins.blip.masking import honour_cross_attention_masks
+from harness_plugins.blip.fast.itm import PackedTexts, itm_logits, pack_by_image
+from harness_plugins.blip.fast.masking import honour_cross_attention_masks
+from harness_plugins.blip.heads.retrieval import BlipRetrievalModel
 from harness_plugins.blip.presets import build_blip_tiny
-from harness_plugins.blip.retrieval import BlipRetrievalModel
 
 TOLERANCE = 1e-5
 VOCAB = 120

@@ -8,7 +8,7 @@ import torch
 from transformers import BlipVisionConfig, BlipVisionModel
 from transformers.models.blip.modeling_blip import BlipAttention
 
-from harness_plugins.blip.fast_vit import FusedBlipAttention, fuse_vision_attention
+from harness_plugins.blip.fast.vit import FusedBlipAttention, fuse_vision_attention
 
 
 def test_fused_attention_matches_eager() -> None:

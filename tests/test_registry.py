@@ -115,3 +115,13 @@ def test_third_party_distribution_is_found_by_entry_point(tmp_path: Path) -> Non
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert "lacks PairVerifier" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_models_task_protocol_changes_apply_over_its_general_ones():
+    spec = ModelSpec(
+        name="m", factory="x:y", description="", capabilities=(),
+        protocol_overrides={"image_size": 64, "num_beams": 3},
+        task_protocol_overrides={"vqav2": {"image_size": 32, "prompt": "Q: {}"}},
+    )
+    assert spec.protocol_for("vqav2") == {"image_size": 32, "num_beams": 3, "prompt": "Q: {}"}
+    assert spec.protocol_for("coco_retrieval") == {"image_size": 64, "num_beams": 3}

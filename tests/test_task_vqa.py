@@ -127,6 +127,31 @@ def test_generate_mode_uses_the_vqa_decoding_settings_and_normalises_number_word
     assert set(model.settings) == {GenerationSettings(num_beams=3, max_length=10, min_length=1)}
 
 
+def test_generate_mode_passes_the_question_template_and_length_penalty(tmp_path):
+    write_vqa(tmp_path, answer_list=False)
+    task, dataset, protocol = load(
+        tmp_path, mode="generate", prompt="Question: {} Short answer:", length_penalty=0.0, num_beams=5
+    )
+    model = ColourVQA()
+
+    evaluate_and_score(task, dataset, model, make_context(tmp_path / "run", protocol))
+
+    assert set(model.settings) == {
+        GenerationSettings(num_beams=5, max_length=10, min_length=1, prompt="Question: {} Short answer:", length_penalty=0.0)
+    }
+
+
+@pytest.mark.parametrize(
+    ("protocol", "message"),
+    [({"num_beams": 0}, "num_beams and max_length >= 1"), ({"length_penalty": "long"}, "malformed decoding setting")],
+)
+def test_malformed_decoding_settings_are_one_line_errors(tmp_path, protocol, message):
+    write_vqa(tmp_path, answer_list=False)
+    task, dataset, merged = load(tmp_path, mode="generate", **protocol)
+    with pytest.raises(ConfigError, match=message):
+        evaluate_and_score(task, dataset, ColourVQA(), make_context(tmp_path / "run", merged))
+
+
 def test_the_majority_answer_is_the_reference_level(tmp_path):
     write_vqa(tmp_path)
     task, dataset, protocol = load(tmp_path)

@@ -13,10 +13,11 @@ from harness.config import RunConfig
 from harness.records import parse_record
 from harness.regress import regress
 from harness.runner import Runner
-from harness_plugins.blip import base, preprocess
+from harness_plugins.blip.heads import base
+from harness_plugins.blip.heads.verification import BlipNLVR2Verifier
 from harness_plugins.blip.tiny import TINY_WEIGHTS_DIR
-from harness_plugins.blip.training import Recipe, Stage, swap_sides, train_tiny
-from harness_plugins.blip.verification import BlipNLVR2Verifier
+from harness_plugins.blip.training.trainer import Recipe, Stage, swap_sides, train_tiny
+from harness_plugins.common import preprocess
 
 HEADS = ("retrieval", "caption", "vqa", "nlvr2")
 SHORT = Recipe(

@@ -104,7 +104,7 @@ def _toy_train(args: argparse.Namespace) -> int:
     # Set before torch loads OpenMP: busy-waiting worker threads slow training tens of times
     # on a machine whose cores other processes also use; the results do not depend on it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from harness_plugins.blip.training import run_train
+    from harness_plugins.blip.training.trainer import run_train
 
     return run_train(args)
 
@@ -137,6 +137,6 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from harness_plugins.blip.convert import run_convert
+    from harness_plugins.blip.loading.convert import run_convert
 
     return run_convert(args)

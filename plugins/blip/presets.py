@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 from harness.errors import ConfigError, ModelLoadError
 from harness.specs import ModelRequest
-from harness_plugins.blip.base import BlipModel
-from harness_plugins.blip.captioning import BlipCaptionModel
 from harness_plugins.blip.catalog import (
     BASE_WEIGHTS,
     CAPTION,
@@ -23,12 +21,14 @@ from harness_plugins.blip.catalog import (
     TASK_HEADS,
     VQA,
 )
-from harness_plugins.blip.loader import LoadedBlip, load_blip
-from harness_plugins.blip.retrieval import BlipRetrievalModel
+from harness_plugins.blip.heads.base import BlipModel
+from harness_plugins.blip.heads.captioning import BlipCaptionModel
+from harness_plugins.blip.heads.retrieval import BlipRetrievalModel
+from harness_plugins.blip.heads.verification import BlipNLVR2Verifier
+from harness_plugins.blip.heads.vqa import BlipVQAModel
+from harness_plugins.blip.loading.loader import LoadedBlip, load_blip
 from harness_plugins.blip.tiny import load_tiny
-from harness_plugins.blip.verification import BlipNLVR2Verifier
-from harness_plugins.blip.vqa import BlipVQAModel
-from harness_plugins.blip.weights import resolve_weights
+from harness_plugins.common.weights import resolve_weights
 
 DEFAULT_IMAGE_SIZE = 384
 

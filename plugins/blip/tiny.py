@@ -14,10 +14,14 @@ from typing import Any
 import torch
 
 from harness_plugins.blip.catalog import TINY_IMAGE_SIZE
-from harness_plugins.blip.checkpoint import BLIP_TEXT_LAYER_NORM_EPS, BLIP_VISION_LAYER_NORM_EPS, build_module
-from harness_plugins.blip.loader import LoadedBlip, load_blip
-from harness_plugins.blip.tokenizer import tiny_tokenizer
-from harness_plugins.blip.weights import DIRECTORY, WeightsSource
+from harness_plugins.blip.loading.checkpoint import (
+    BLIP_TEXT_LAYER_NORM_EPS,
+    BLIP_VISION_LAYER_NORM_EPS,
+    build_module,
+)
+from harness_plugins.blip.loading.loader import LoadedBlip, load_blip
+from harness_plugins.blip.loading.tokenizer import tiny_tokenizer
+from harness_plugins.common.weights import DIRECTORY, WeightsSource
 
 TINY_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "blip-tiny"
 WIDTH = 128

@@ -29,7 +29,7 @@ from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVi
 from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip.state_dicts import load_state_strict
+from harness_plugins.blip.loading.state_dicts import load_state_strict
 
 DEFAULT_MERGE_LAYER = 6
 """BLIP's threshold for its 12-layer text encoder: layers 0-5 average, layers 6-11 merge."""

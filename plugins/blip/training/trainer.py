@@ -41,13 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from harness_plugins.blip import train_losses as losses
 from harness_plugins.blip.catalog import CAPTION, NLVR2, RETRIEVAL, TINY_IMAGE_SIZE, VQA
-from harness_plugins.blip.convert import replace_directory, save_head
-from harness_plugins.blip.masking import honour_cross_attention_masks
+from harness_plugins.blip.fast.masking import honour_cross_attention_masks
+from harness_plugins.blip.loading.convert import replace_directory, save_head
+from harness_plugins.blip.loading.tokenizer import enc_token_id
 from harness_plugins.blip.tiny import TINY_WEIGHTS_DIR, random_tiny
-from harness_plugins.blip.tokenizer import enc_token_id
-from harness_plugins.blip.train_data import (
+from harness_plugins.blip.training import losses
+from harness_plugins.blip.training.data import (
     CaptionSet,
     DialogSet,
     NLVR2Set,

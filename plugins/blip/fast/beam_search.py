@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness_plugins.blip.fast_itm import image_keys_values, merge_heads, split_heads
+from harness_plugins.blip.fast.itm import image_keys_values, merge_heads, split_heads
 
 FINISHED_PENALTY = -1.0e9
 """The score transformers adds to rule a continuation out; the same constant keeps ties identical."""

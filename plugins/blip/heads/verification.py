@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from harness.capabilities import VisualFeatures
-from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import NLVR2
+from harness_plugins.blip.heads.base import BlipModel
 
 
 class BlipNLVR2Verifier(BlipModel):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from harness.capabilities import GenerationSettings, VisualFeatures
-from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import CAPTION
-from harness_plugins.blip.generation import decode
+from harness_plugins.blip.heads.base import BlipModel
+from harness_plugins.blip.heads.generation import decode
 
 
 def strip_prompt(caption: str, prompt: str) -> str:

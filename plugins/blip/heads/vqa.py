@@ -23,10 +23,10 @@ from torch import nn
 
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.specs import ModelRequest
-from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import VQA
-from harness_plugins.blip.generation import decode
-from harness_plugins.blip.loader import LoadedBlip
+from harness_plugins.blip.heads.base import BlipModel
+from harness_plugins.blip.heads.generation import decode
+from harness_plugins.blip.loading.loader import LoadedBlip
 
 DEFAULT_LABEL_SMOOTHING = 0.1
 SCORED_SEQUENCES_PER_PASS = 256

@@ -17,17 +17,22 @@ import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip import nlvr2
 from harness_plugins.blip.catalog import NLVR2
-from harness_plugins.blip.checkpoint import (
+from harness_plugins.blip.heads import nlvr2
+from harness_plugins.blip.loading.checkpoint import (
     BLIP_VISION_LAYER_NORM_EPS,
     HEAD_DIM,
     HF_CLASSES,
     load_official,
 )
-from harness_plugins.blip.resolution import set_image_size
-from harness_plugins.blip.tokenizer import check_fits, has_tokenizer, load_tokenizer, tokenizer_for_vocab
-from harness_plugins.blip.weights import DIRECTORY, HUB, OFFICIAL, WeightsSource, weight_files
+from harness_plugins.blip.loading.resolution import set_image_size
+from harness_plugins.blip.loading.tokenizer import (
+    check_fits,
+    has_tokenizer,
+    load_tokenizer,
+    tokenizer_for_vocab,
+)
+from harness_plugins.common.weights import DIRECTORY, HUB, OFFICIAL, WeightsSource, weight_files
 
 _BERT_BASE_WIDTH = 768
 

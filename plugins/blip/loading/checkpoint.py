@@ -24,10 +24,14 @@ import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
-from harness_plugins.blip import nlvr2
 from harness_plugins.blip.catalog import CAPTION, NLVR2, RETRIEVAL, VQA
-from harness_plugins.blip.resolution import interpolate_position_embedding, patch_grid
-from harness_plugins.blip.state_dicts import first_names, load_state_strict, rename_official_vision_key
+from harness_plugins.blip.heads import nlvr2
+from harness_plugins.blip.loading.resolution import interpolate_position_embedding, patch_grid
+from harness_plugins.blip.loading.state_dicts import (
+    first_names,
+    load_state_strict,
+    rename_official_vision_key,
+)
 
 BLIP_VISION_LAYER_NORM_EPS = 1e-6
 """BLIP's ViT uses LayerNorm eps 1e-6 (transformers' default is 1e-5)."""
@@ -209,7 +213,7 @@ def module_from_official(
     """An official-layout state dict as a transformers module (or ``BlipNLVR2Model``) in eval mode
     at ``image_size`` (None: the checkpoint's own), and its tokenizer (``tokenizer``, or the one
     the vocabulary size calls for: see ``tokenizer.tokenizer_for_vocab``)."""
-    from harness_plugins.blip.tokenizer import tokenizer_for_vocab
+    from harness_plugins.blip.loading.tokenizer import tokenizer_for_vocab
 
     # NLVR2's twin cross-attention and classifier keep BLIP's names in ``BlipNLVR2Model``, so the
     # one renaming serves every head.

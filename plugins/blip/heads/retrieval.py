@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from harness.capabilities import DialogContext, TextFeatures, VisualFeatures
-from harness_plugins.blip import fast_itm
-from harness_plugins.blip.base import BlipModel
 from harness_plugins.blip.catalog import RETRIEVAL
+from harness_plugins.blip.fast import itm as fast_itm
+from harness_plugins.blip.heads.base import BlipModel
 
 DEFAULT_HISTORY_ROUNDS = 10
 

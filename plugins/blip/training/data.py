@@ -20,7 +20,7 @@ import torch
 
 from harness.errors import DataError
 from harness.media import load_image, load_video_frames
-from harness_plugins.blip.preprocess import blip_pixels
+from harness_plugins.common.preprocess import blip_pixels
 from harness_tasks.text import pre_caption, pre_question
 
 CAPTION_MAX_WORDS = 30
@@ -143,7 +143,7 @@ def nlvr2_set(root: Path, image_size: int) -> NLVR2Set:
 def dialog_set(root: Path, image_size: int, history_rounds: int) -> DialogSet:
     """VisDial v1.0 train rounds, their texts joined as ``retrieval.dialog_text`` joins them."""
     from harness.capabilities import DialogContext
-    from harness_plugins.blip.retrieval import dialog_text
+    from harness_plugins.blip.heads.retrieval import dialog_text
 
     data = _read_json(root / "visdial" / "annotations" / "visdial_1.0_train.json")["data"]
     questions, answers = data["questions"], data["answers"]

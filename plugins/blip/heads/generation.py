@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harness.capabilities import GenerationSettings
-from harness_plugins.blip.beam_search import BeamSettings, beam_search
+from harness_plugins.blip.fast.beam_search import BeamSettings, beam_search
 
 SAMPLING_TOP_K = 50
 """BLIP's nucleus sampling ran with the top-k of 50 that transformers applied by default then;

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ModelLoadError, OutputError
-from harness_plugins.blip import nlvr2
 from harness_plugins.blip.catalog import NLVR2
-from harness_plugins.blip.checkpoint import detect_head, module_from_official, read_checkpoint
-from harness_plugins.blip.tokenizer import load_tokenizer, tiny_tokenizer
-from harness_plugins.blip.weights import cached_hub_dir
+from harness_plugins.blip.heads import nlvr2
+from harness_plugins.blip.loading.checkpoint import detect_head, module_from_official, read_checkpoint
+from harness_plugins.blip.loading.tokenizer import load_tokenizer, tiny_tokenizer
+from harness_plugins.common.weights import cached_hub_dir
 
 AUTO = "auto"
 TINY = "blip-tiny"

@@ -90,7 +90,7 @@ def find_bert_tokenizer() -> tuple[Any, str]:
     no tokenizer, so this is where theirs comes from; any cached Salesforce BLIP repository holds
     the same vocabulary and serves as well."""
     from harness_plugins.blip.catalog import BASE_WEIGHTS, LARGE_WEIGHTS
-    from harness_plugins.blip.weights import cached_hub_dir
+    from harness_plugins.common.weights import cached_hub_dir
 
     blip_repos = sorted({name for name in (*BASE_WEIGHTS.values(), *LARGE_WEIGHTS.values()) if "/" in name})
     candidates = (*BERT_TOKENIZER_IDS, *blip_repos)

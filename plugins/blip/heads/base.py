@@ -20,11 +20,11 @@ from PIL import Image
 from harness.capabilities import VisualFeatures
 from harness.errors import ConfigError
 from harness.specs import ModelRequest
-from harness_plugins.blip.fast_vit import fuse_vision_attention
-from harness_plugins.blip.loader import LoadedBlip
-from harness_plugins.blip.masking import honour_cross_attention_masks
-from harness_plugins.blip.preprocess import blip_pixels
-from harness_plugins.blip.tokenizer import enc_token_id
+from harness_plugins.blip.fast.masking import honour_cross_attention_masks
+from harness_plugins.blip.fast.vit import fuse_vision_attention
+from harness_plugins.blip.loading.loader import LoadedBlip
+from harness_plugins.blip.loading.tokenizer import enc_token_id
+from harness_plugins.common.preprocess import blip_pixels
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_MAX_TEXT_TOKENS = 35
