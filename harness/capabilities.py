@@ -128,6 +128,18 @@ class ImageTextMatcher(Protocol):
 
 
 @runtime_checkable
+class ImageTextMatchProbability(Protocol):
+    """Calibrated image-text matching: the probability that a pair matches, for filtering data
+    with a threshold (CapFilt). A logit alone does not say where "match" begins; each model
+    defines the probability its own way (BLIP: softmax over its ITM head's two classes)."""
+
+    def match_probabilities(
+        self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor
+    ) -> torch.Tensor:
+        """pairs (P, 2) of (visual row, text row) -> (P,) probabilities in [0, 1], as in ``match``."""
+
+
+@runtime_checkable
 class Captioner(Protocol):
     """Caption generation conditioned on visual features."""
 
@@ -185,6 +197,7 @@ CAPABILITIES: dict[str, type] = {
         VideoEncoder,
         ImageTextEmbedder,
         ImageTextMatcher,
+        ImageTextMatchProbability,
         Captioner,
         VisualQuestionAnswerer,
         PairVerifier,

@@ -33,7 +33,7 @@ TASK_HEADS: Mapping[str, str] = {
 HEAD_CAPABILITIES: Mapping[str, tuple[str, ...]] = {
     RETRIEVAL: (
         "ImagePreprocessor", "ImageEncoder", "VideoEncoder", "ImageTextEmbedder", "ImageTextMatcher",
-        "DialogAnswerRanker",
+        "ImageTextMatchProbability", "DialogAnswerRanker",
     ),
     CAPTION: ("ImagePreprocessor", "ImageEncoder", "VideoEncoder", "Captioner"),
     VQA: ("ImagePreprocessor", "ImageEncoder", "VideoEncoder", "VisualQuestionAnswerer"),

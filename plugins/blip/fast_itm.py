@@ -199,6 +199,19 @@ def itm_hidden(
     return hidden
 
 
+def itm_head_logits(
+    module: nn.Module,
+    image_tokens: torch.Tensor,
+    image_index: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """(N, 2) ITM head logits (no match, match) of a ``BlipForImageTextRetrieval``
+    (``text_encoder`` + ``itm_head``)."""
+    hidden = itm_hidden(module.text_encoder, image_tokens, image_index, input_ids, attention_mask)
+    return module.itm_head(hidden)
+
+
 def itm_logits(
     module: nn.Module,
     image_tokens: torch.Tensor,
@@ -207,5 +220,4 @@ def itm_logits(
     attention_mask: torch.Tensor,
 ) -> torch.Tensor:
     """(N,) "match" logits of a ``BlipForImageTextRetrieval`` (``text_encoder`` + ``itm_head``)."""
-    hidden = itm_hidden(module.text_encoder, image_tokens, image_index, input_ids, attention_mask)
-    return module.itm_head(hidden)[:, 1]
+    return itm_head_logits(module, image_tokens, image_index, input_ids, attention_mask)[:, 1]

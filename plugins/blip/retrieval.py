@@ -2,7 +2,9 @@
 
 ITC: ``normalize(vision_proj(ViT CLS))`` against ``normalize(text_proj(text-only encoder CLS))``.
 ITM: the text encoder with ``[ENC]`` as first token cross-attends to the image tokens; the score
-is the "match" logit (``itm_head(...)[:, 1]``), as BLIP's re-ranking adds it to the ITC cosine.
+is the "match" logit (``itm_head(...)[:, 1]``), as BLIP's re-ranking adds it to the ITC cosine;
+the match probability (for filtering, CapFilt) is the softmax over both ITM classes, as BLIP's
+``itm_head`` output is read in its demo and its pre-training's hard-negative sampling.
 VisDial reuses ITM on "caption, history, question, candidate" (BLIP released no VisDial model,
 so the COCO retrieval checkpoint scores candidates zero-shot).
 """
@@ -31,7 +33,8 @@ def dialog_text(context: DialogContext, candidate: str, history_rounds: int) -> 
 
 
 class BlipRetrievalModel(BlipModel):
-    """ImageTextEmbedder, ImageTextMatcher, DialogAnswerRanker (plus the shared encoders)."""
+    """ImageTextEmbedder, ImageTextMatcher, ImageTextMatchProbability, DialogAnswerRanker (plus the
+    shared encoders)."""
 
     head = RETRIEVAL
     match_batch_size = 256
@@ -58,6 +61,14 @@ class BlipRetrievalModel(BlipModel):
     def match(self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor) -> torch.Tensor:
         pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2).cpu()
         return self.score_pairs(visual.tokens, pairs[:, 0], texts.input_ids, texts.attention_mask, pairs[:, 1])
+
+    # ImageTextMatchProbability
+    @torch.inference_mode()
+    def match_probabilities(self, visual: VisualFeatures, texts: TextFeatures, pairs: torch.Tensor) -> torch.Tensor:
+        pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2).cpu()
+        return self.score_pairs(
+            visual.tokens, pairs[:, 0], texts.input_ids, texts.attention_mask, pairs[:, 1], probabilities=True
+        )
 
     # DialogAnswerRanker
     @torch.inference_mode()
@@ -92,12 +103,14 @@ class BlipRetrievalModel(BlipModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         text_rows: torch.Tensor,
+        probabilities: bool = False,
     ) -> torch.Tensor:
-        """ITM logits (P,) for image ``image_rows[i]`` with text ``text_rows[i]``, float32 on CPU.
+        """ITM "match" logits (P,) for image ``image_rows[i]`` with text ``text_rows[i]``, float32 on
+        CPU; with ``probabilities`` the softmax probability of the "match" class instead.
 
         Pairs are sorted by image so that a chunk holds few distinct images; each chunk moves
         those images' tokens to the device once and cuts its texts to the chunk's longest.
-        ``itm_logits`` is the one forward pass a faster implementation can replace.
+        ``itm_head_logits`` is the one forward pass a faster implementation can replace.
         """
         scores = torch.empty(len(image_rows), dtype=torch.float32)
         order = torch.argsort(image_rows, stable=True)
@@ -111,18 +124,18 @@ class BlipRetrievalModel(BlipModel):
             ids = input_ids[rows].to(self.device)[:, :length].clone()
             ids[:, 0] = self.enc_token_id
             with self.autocast():
-                logits = self.itm_logits(tokens, image_index.to(self.device), ids, mask[:, :length])
-            scores[chunk] = logits.float().cpu()
+                logits = self.itm_head_logits(tokens, image_index.to(self.device), ids, mask[:, :length]).float()
+            scores[chunk] = (logits.softmax(dim=-1) if probabilities else logits)[:, 1].cpu()
         return scores
 
-    def itm_logits(
+    def itm_head_logits(
         self, image_tokens: torch.Tensor, image_index: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Distinct images' tokens (U, L, H), each text's image (N,) and its ids (N, T) with
-        ``[ENC]`` first -> (N,) "match" logits. Without ``fast_itm`` each image's tokens are
-        repeated for every text paired with it."""
+        ``[ENC]`` first -> (N, 2) ITM logits (no match, match). Without ``fast_itm`` each image's
+        tokens are repeated for every text paired with it."""
         if self.fast_itm:
-            return fast_itm.itm_logits(self.module, image_tokens, image_index, input_ids, attention_mask)
+            return fast_itm.itm_head_logits(self.module, image_tokens, image_index, input_ids, attention_mask)
         pair_tokens = image_tokens[image_index]
         hidden = self.module.text_encoder(
             input_ids=input_ids,
@@ -130,4 +143,4 @@ class BlipRetrievalModel(BlipModel):
             encoder_hidden_states=pair_tokens,
             encoder_attention_mask=self.image_mask(pair_tokens),
         ).last_hidden_state
-        return self.module.itm_head(hidden[:, 0])[:, 1]
+        return self.module.itm_head(hidden[:, 0])
