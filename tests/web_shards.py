@@ -13,7 +13,8 @@ from pathlib import Path
 
 import webdataset as wds
 
-CORRUPT_KEY = "000000003"
+CORRUPT_KEY = "000000001"
+"""The second sample of the first shard: its image is cut to 40 bytes."""
 
 
 def write_web_shards(toy_root: Path, out: Path, shards: int = 2, per_shard: int = 4) -> list[Path]:

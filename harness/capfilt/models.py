@@ -66,13 +66,26 @@ def identity(name: str, model: Any) -> dict[str, Any]:
     return record
 
 
-class SyntheticCaptioner:
-    """One captioner: ``n`` captions per image, by nucleus sampling (the paper's) or beam search."""
+def build_captioner(registry: Registry, name: str, weights: str | None, device: Device, sampling: str,
+                    top_p: float) -> SyntheticCaptioner:
+    model, protocol = _build(registry, name, weights, CAPTIONER_TASK, CAPTIONER_NEEDS, "captioner", device)
+    return SyntheticCaptioner(name, model, protocol, sampling, top_p)
 
-    def __init__(self, registry: Registry, name: str, weights: str | None, device: Device,
-                 sampling: str, top_p: float) -> None:
-        self.name = name
-        self.model, protocol = _build(registry, name, weights, CAPTIONER_TASK, CAPTIONER_NEEDS, "captioner", device)
+
+def build_filter(registry: Registry, name: str, weights: str | None, device: Device, score: str) -> TextFilter:
+    """``score`` is ``itm`` or ``cosine`` (``auto`` resolved by the caller)."""
+    if score not in FILTER_NEEDS:
+        raise ConfigError(f"--filter-score {score!r}: expected one of {', '.join(FILTER_SCORES)}")
+    model, _ = _build(registry, name, weights, FILTER_TASK, FILTER_NEEDS[score], "filter", device)
+    return TextFilter(name, model, score)
+
+
+class SyntheticCaptioner:
+    """One captioner: ``n`` captions per image, by nucleus sampling (the paper's) or beam search
+    with the captioning protocol's decoding settings (prompt, lengths, beams)."""
+
+    def __init__(self, name: str, model: Any, protocol: dict[str, Any], sampling: str, top_p: float) -> None:
+        self.name, self.model = name, model
         self.settings = GenerationSettings(
             num_beams=int(protocol.get("num_beams", 3)), max_length=int(protocol.get("max_length", 20)),
             min_length=int(protocol.get("min_length", 5)), prompt=str(protocol.get("prompt", "")),
@@ -102,14 +115,8 @@ class TextFilter:
     """Scores (image, text) pairs: the model's match probability (``itm``) or the cosine of its
     contrastive embeddings (``cosine``, a CLIP-score filter for models without a matching head)."""
 
-    def __init__(self, registry: Registry, name: str, weights: str | None, device: Device, score: str) -> None:
-        if score not in FILTER_SCORES:
-            raise ConfigError(f"--filter-score {score!r}: expected one of {', '.join(FILTER_SCORES)}")
-        if score == "auto":
-            capabilities = registry.model(name).capabilities
-            score = "itm" if "ImageTextMatchProbability" in capabilities else "cosine"
-        self.name, self.score = name, score
-        self.model, _ = _build(registry, name, weights, FILTER_TASK, FILTER_NEEDS[score], "filter", device)
+    def __init__(self, name: str, model: Any, score: str) -> None:
+        self.name, self.model, self.score = name, model, score
 
     def scores(self, images: Sequence[Any], texts: Sequence[Sequence[str]]) -> list[list[float]]:
         """For each image, the scores of its texts, in order."""

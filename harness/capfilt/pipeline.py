@@ -18,7 +18,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.capfilt.models import FILTER_SCORES, Device, SyntheticCaptioner, TextFilter, shard_seed
+from harness.capfilt.models import (
+    FILTER_SCORES,
+    Device,
+    SyntheticCaptioner,
+    TextFilter,
+    build_captioner,
+    build_filter,
+    shard_seed,
+)
 from harness.capfilt.settings import (
     DEFAULT_COSINE_THRESHOLD,
     DEFAULT_PROBABILITY_THRESHOLD,
@@ -128,8 +136,8 @@ def load_roles(registry: Registry, settings: CapFiltSettings, device: Device) ->
     captioners = []
     for index, (name, weight) in enumerate(zip(names, weights, strict=True)):
         label = name if names.count(name) == 1 else f"{name}#{index + 1}"
-        captioners.append((label, SyntheticCaptioner(registry, name, weight, device, settings.sampling, settings.top_p)))
-    text_filter = TextFilter(registry, settings.filter, settings.filter_weights, device, settings.filter_score)
+        captioners.append((label, build_captioner(registry, name, weight, device, settings.sampling, settings.top_p)))
+    text_filter = build_filter(registry, settings.filter, settings.filter_weights, device, settings.filter_score)
     return Roles(captioners, text_filter)
 
 
@@ -199,18 +207,8 @@ def _score_batches(shard: InputShard, good: Sequence[tuple[WebSample, Any]], rol
         bar = tqdm(total=len(good), desc=f"shard {shard.name}", leave=False, dynamic_ncols=True)
     for start in range(0, len(good), settings.batch_size):
         batch = good[start : start + settings.batch_size]
-        images = [image for _, image in batch]
-        texts = [[{"text": t, "source": WEB, "round": 0, "captioner": None} for t in sample.web_texts] for sample, _ in batch]
-        for round_number in range(1, settings.rounds + 1):
-            for index, (label, captioner) in enumerate(roles.captioners):
-                seed = shard_seed(settings.seed, shard.name, round_number, index, start)
-                for own, captions in zip(texts, captioner.captions(images, settings.captions_per_image, seed), strict=True):
-                    own.extend({"text": c, "source": SYNTHETIC, "round": round_number, "captioner": label} for c in captions)
-        scores = roles.filter.scores(images, [[t["text"] for t in own] for own in texts])
-        for own, values in zip(texts, scores, strict=True):
-            for text, value in zip(own, values, strict=True):
-                text["score"] = value
-        scored.extend(texts)
+        scored.extend(caption_and_score([image for _, image in batch], [sample.web_texts for sample, _ in batch],
+                                        roles, settings, (shard.name, start)))
         if bar is not None:
             bar.update(len(batch))
         elif not quiet:
@@ -218,6 +216,23 @@ def _score_batches(shard: InputShard, good: Sequence[tuple[WebSample, Any]], rol
     if bar is not None:
         bar.close()
     return scored
+
+
+def caption_and_score(images: Sequence[Any], web_texts: Sequence[Sequence[str]], roles: Roles,
+                      settings: CapFiltSettings, position: tuple[str, int]) -> list[list[dict[str, Any]]]:
+    """One batch: every round's captions from every captioner, then one filter pass over the web
+    texts and the captions of all images. ``position`` (shard, first sample) seeds the sampling."""
+    texts = [[{"text": t, "source": WEB, "round": 0, "captioner": None} for t in own] for own in web_texts]
+    for round_number in range(1, settings.rounds + 1):
+        for index, (label, captioner) in enumerate(roles.captioners):
+            seed = shard_seed(settings.seed, *position, round_number, index)
+            for own, captions in zip(texts, captioner.captions(images, settings.captions_per_image, seed), strict=True):
+                own.extend({"text": c, "source": SYNTHETIC, "round": round_number, "captioner": label} for c in captions)
+    scores = roles.filter.scores(images, [[t["text"] for t in own] for own in texts])
+    for own, values in zip(texts, scores, strict=True):
+        for text, value in zip(own, values, strict=True):
+            text["score"] = value
+    return texts
 
 
 def write_statistics(output: Path, names: Sequence[str], settings: CapFiltSettings,
