@@ -132,3 +132,56 @@ def test_blip_match_probability_is_the_softmax_of_its_itm_head(toy_root: Path) -
     assert torch.allclose(probabilities, torch.stack(expected), atol=1e-5)
     # The match logit alone does not give the probability: both classes' logits do.
     assert ((probabilities > 0) & (probabilities < 1)).all() and probabilities.std() > 0
+
+
+def test_a_clip_filter_scores_by_cosine_and_auto_picks_each_models_score() -> None:
+    from PIL import Image
+
+    from harness.capfilt.models import Device, build_filter
+    from harness.capfilt.pipeline import resolve_filter_score
+    from harness.registry import get_registry
+
+    registry = get_registry().collect()
+    assert resolve_filter_score(registry, "clip-tiny", "auto") == "cosine"
+    assert resolve_filter_score(registry, "blip-tiny", "auto") == "itm"
+    text_filter = build_filter(registry, "clip-tiny", None, Device("cpu", "fp32", 0), "cosine")
+    images = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
+    texts = [["a red square", "a blue disk"], ["a blue disk"]]
+    scores = text_filter.scores(images, texts)
+    model = text_filter.model
+    visual = model.encode_images(model.preprocess(images)).embeds
+    embeds = model.encode_texts(["a red square", "a blue disk"]).embeds
+    expected = [[float(visual[0] @ embeds[0]), float(visual[0] @ embeds[1])], [float(visual[1] @ embeds[1])]]
+    assert [len(group) for group in scores] == [2, 1]
+    for got, want in zip(sum(scores, []), sum(expected, []), strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_a_model_without_a_needed_capability_is_refused_by_name() -> None:
+    from harness.capfilt.models import Device, build_captioner, build_filter
+    from harness.errors import CapabilityError
+    from harness.registry import get_registry
+
+    registry = get_registry().collect()
+    with pytest.raises(CapabilityError, match="cannot be the CapFilt captioner: it lacks Captioner"):
+        build_captioner(registry, "clip-tiny", None, Device("cpu", "fp32", 0), "nucleus", 0.9)
+    with pytest.raises(CapabilityError, match="lacks ImageTextMatchProbability"):
+        build_filter(registry, "clip-tiny", None, Device("cpu", "fp32", 0), "itm")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--input", "/nonexistent/{00000..00001}.tar"], "does not exist"),
+    (["--input", "x.tar", "--threshold", "top:2"], "--threshold 'top:2'"),
+    (["--input", "x.tar", "--rounds", "0"], "--rounds must be at least 1"),
+    (["--input", "x.tar", "--captioner", "nope"], "unknown model 'nope'"),
+])
+def test_bad_options_end_in_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],
+                                                message: str) -> None:
+    from harness.cli import main
+
+    args = ["capfilt", "--captioner", "blip-tiny", "--filter", "blip-tiny", "--output", str(tmp_path / "out"),
+            "--device", "cpu"]
+    code = main([*args, *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

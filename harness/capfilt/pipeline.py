@@ -66,7 +66,10 @@ def resolve_filter_score(registry: Registry, name: str, score: str) -> str:
 
 
 def finalise(settings: CapFiltSettings, registry: Registry) -> CapFiltSettings:
-    """Settings with ``auto`` resolved, so the record says what ran."""
+    """Settings with ``auto`` resolved, so the record says what ran; unknown model names fail
+    here, before any input is read."""
+    for name in settings.captioners:
+        registry.model(name)
     score = resolve_filter_score(registry, settings.filter, settings.filter_score)
     default = DEFAULT_PROBABILITY_THRESHOLD if score == "itm" else DEFAULT_COSINE_THRESHOLD
     threshold = Threshold.parse(settings.threshold, default)

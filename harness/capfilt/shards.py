@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.capfilt.sources import tar_samples
 from harness.results import write_json_atomic
 
 SHARDS_DIR = "shards"
@@ -72,8 +73,6 @@ def read_manifests(output: Path, names: Sequence[str]) -> list[dict[str, Any]]:
 
 def read_sample_json(output: Path, names: Sequence[str]) -> Iterator[dict[str, Any]]:
     """Every written sample's JSON, shard by shard, read back through webdataset."""
-    import webdataset as wds
-
     for name in names:
-        for sample in wds.WebDataset(str(shard_paths(output, name)[0]), shardshuffle=False, empty_check=False):
+        for sample in tar_samples(shard_paths(output, name)[0]):
             yield json.loads(sample["json"])

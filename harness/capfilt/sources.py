@@ -121,12 +121,19 @@ def _texts(value: Any) -> list[str]:
     return [v.strip() for v in values if isinstance(v, str) and v.strip()]
 
 
-def _read_tar(path: Path) -> Iterator[WebSample | BadSample]:
+def tar_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """One tar shard's samples as webdataset groups them (``__key__`` and one bytes value per
+    extension), in order. The shard is not split between processes or workers: CapFilt assigns
+    whole shards itself."""
     import webdataset as wds
 
-    dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    return iter(wds.WebDataset(str(path), shardshuffle=False, empty_check=False, nodesplitter=None,
+                               workersplitter=None))
+
+
+def _read_tar(path: Path) -> Iterator[WebSample | BadSample]:
     try:
-        for raw in dataset:
+        for raw in tar_samples(path):
             yield _tar_sample(raw)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable tar shard ({exc})") from exc
