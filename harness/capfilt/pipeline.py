@@ -100,7 +100,8 @@ def run_capfilt(settings: CapFiltSettings, device: str, output: Path, quiet: boo
     shards = list_shards(settings.input, settings.shard_size)
     device = resolve_device(device)
     precision = resolve_precision(settings.precision, device)
-    settings = replace(settings, precision=precision, batch_size=settings.batch_size or default_batch_size(device))
+    settings = replace(settings, precision=precision, batch_size=settings.batch_size or default_batch_size(device),
+                       device=device)
     dist, device = init_distributed(device)
     _check_saved_settings(output, settings)
     dist.barrier()

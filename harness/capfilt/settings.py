@@ -78,6 +78,8 @@ class CapFiltSettings:
     precision: str
     shard_size: int
     image_root: str | None
+    device: str = "auto"
+    """``cpu`` or ``cuda`` once resolved: sampled captions and scores differ slightly between them."""
 
     def check(self) -> None:
         if self.captions_per_image < 0:
