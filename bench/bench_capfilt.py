@@ -13,8 +13,8 @@ prompt and lengths), then the filter's match probability for the web text and ea
   (``fast_itm``: cross-attention keys and values once per image).
 
 Random weights (nothing is downloaded; speed does not depend on the values) and random RGB
-images; web texts are words of the tiny vocabulary at COCO-like lengths. With random weights no
-caption ends early, so every caption runs to the maximum length: the slowest case. Each path is
+images; web texts are words of the tiny vocabulary at COCO-like lengths. With random weights almost no
+caption ends early, so nearly every one runs to the maximum length: the slowest case. Each path is
 warmed up once first. Prints images per second of both, the ratio, and the largest difference of
 the web texts' probabilities between the two paths (the same pairs, so it must be ~0 in fp32).
 
