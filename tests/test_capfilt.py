@@ -185,3 +185,35 @@ def test_bad_options_end_in_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_an_ensemble_over_rounds_tags_every_caption_and_is_reproducible(toy_root: Path) -> None:
+    from PIL import Image
+
+    from harness.capfilt.models import Device, build_captioner, build_filter
+    from harness.capfilt.pipeline import Roles, caption_and_score
+    from harness.capfilt.settings import CapFiltSettings
+    from harness.registry import get_registry
+
+    registry, device = get_registry().collect(), Device("cpu", "fp32", 0)
+    captioner = build_captioner(registry, "blip-tiny", None, device, "nucleus", 0.9)
+    roles = Roles([("a", captioner), ("b", captioner)], build_filter(registry, "blip-tiny", None, device, "itm"))
+    settings = CapFiltSettings(
+        input="x", captioners=("blip-tiny", "blip-tiny"), captioner_weights=(), filter="blip-tiny", filter_weights=None,
+        filter_score="itm", captions_per_image=1, sampling="nucleus", top_p=0.9, threshold="0.5", rounds=2, limit=None,
+        seed=0, batch_size=2, precision="fp32", shard_size=1, image_root=None,
+    )
+    records = json.loads((toy_root / "coco" / "annotations" / "coco_karpathy_test.json").read_text())[:2]
+    images = [Image.open(toy_root / "coco" / "images" / r["image"]).convert("RGB") for r in records]
+    web = [["a web text"], []]
+
+    texts = caption_and_score(images, web, roles, settings, ("00000", 0))
+    per_round = [("synthetic", r, c) for r in (1, 2) for c in ("a", "b")]
+    assert [(t["source"], t["round"], t["captioner"]) for t in texts[0]] == [("web", 0, None), *per_round]
+    assert [(t["source"], t["round"], t["captioner"]) for t in texts[1]] == per_round
+    assert all(0 <= t["score"] <= 1 for own in texts for t in own)
+    # Each (round, captioner) draws from its own seed: the same position gives the same captions,
+    # and the second round does not repeat the first.
+    assert caption_and_score(images, web, roles, settings, ("00000", 0)) == texts
+    synthetic = [t["text"] for own in texts for t in own if t["source"] == "synthetic"]
+    assert len(set(synthetic)) > len(synthetic) // 2
