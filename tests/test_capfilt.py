@@ -173,6 +173,7 @@ def test_a_model_without_a_needed_capability_is_refused_by_name() -> None:
     (["--input", "/nonexistent/{00000..00001}.tar"], "does not exist"),
     (["--input", "x.tar", "--threshold", "top:2"], "--threshold 'top:2'"),
     (["--input", "x.tar", "--rounds", "0"], "--rounds must be at least 1"),
+    (["--input", "x.tar", "--sampling", "beam", "--captions-per-image", "2"], "--sampling beam is deterministic"),
     (["--input", "x.tar", "--captioner", "nope"], "unknown model 'nope'"),
 ])
 def test_bad_options_end_in_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str],

@@ -47,7 +47,7 @@ def harness_add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--captions-per-image", type=int, default=1, metavar="N",
                         help="synthetic captions per image, per captioner and round (default 1, the paper's)")
     parser.add_argument("--sampling", default="nucleus", choices=("nucleus", "beam"),
-                        help="nucleus (default, the paper's) or beam search (the captioning protocol's beams)")
+                        help="nucleus (default, the paper's) or beam search (the captioning protocol's beams; deterministic, so one caption and one round)")
     parser.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling's p (default 0.9)")
     parser.add_argument("--threshold", default="auto", metavar="T",
                         help="keep a text when its score >= T (default: 0.5 for probabilities, 0.28 for cosines), or "

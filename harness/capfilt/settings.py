@@ -88,6 +88,11 @@ class CapFiltSettings:
             raise ConfigError("--rounds must be at least 1")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"--sampling {self.sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+        if self.sampling == "beam" and (self.captions_per_image > 1 or self.rounds > 1):
+            raise ConfigError(
+                "--sampling beam is deterministic: more than one caption per image or round would repeat the same "
+                "caption; use --sampling nucleus for --captions-per-image/--rounds above 1"
+            )
         if not 0 < self.top_p <= 1:
             raise ConfigError("--top-p must be in (0, 1]")
         for name, value in (("--limit", self.limit), ("--batch-size", self.batch_size), ("--shard-size", self.shard_size)):
