@@ -15,4 +15,5 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 bench_itm.py --breakdown --reference-images 16 2>&1 | tee "$log_dir/itm.log"
 python3 bench_itm.py --text-lengths coco --reference-images 16 2>&1 | tee "$log_dir/itm_coco_lengths.log"
 python3 bench_caption.py 2>&1 | tee "$log_dir/caption.log"
+python3 bench_capfilt.py 2>&1 | tee "$log_dir/capfilt.log"
 timeout "${E2E_LIMIT:-300}" python3 bench_retrieval_e2e.py 2>&1 | tee "$log_dir/retrieval_e2e.log"

@@ -46,7 +46,8 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
 
 def test_every_command_has_help() -> None:
     for command in (["--help"], ["list", "--help"], ["run", "--help"], ["toy", "build", "--help"],
-                    ["data", "check", "--help"], ["compare", "--help"], ["regress", "--help"], ["convert", "--help"]):
+                    ["data", "check", "--help"], ["compare", "--help"], ["regress", "--help"], ["convert", "--help"],
+                    ["capfilt", "--help"]):
         out = harness(*command)
         assert out.returncode == 0, (command, out.stderr)
         assert "usage:" in out.stdout
