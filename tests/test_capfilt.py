@@ -7,15 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from web_shards import CORRUPT_KEY, write_web_shards
 
-from harness.capabilities import ImageTextMatchProbability
 from harness.capfilt.settings import Threshold
 from harness.capfilt.sources import BadSample, WebSample, list_shards, read_shard
 from harness.capfilt.stats import capfilt_statistics
 from harness.errors import ConfigError, DataError
-from harness.specs import ModelRequest
 
 
 def test_a_value_threshold_keeps_scores_at_or_above_it() -> None:
@@ -107,31 +104,6 @@ def test_missing_or_empty_input_is_a_data_error(tmp_path: Path, source: str, mes
     (tmp_path / "zero.tar").write_bytes(b"")
     with pytest.raises(DataError, match=message):
         list_shards(str(tmp_path / source))
-
-
-def test_blip_match_probability_is_the_softmax_of_its_itm_head(toy_root: Path) -> None:
-    from harness_plugins.blip.presets import build_blip_tiny
-
-    model = build_blip_tiny(ModelRequest(task="coco_retrieval", protocol={"image_size": 64}))
-    assert isinstance(model, ImageTextMatchProbability)
-    from PIL import Image
-
-    images = [Image.new("RGB", (64, 64), colour) for colour in ("red", "blue")]
-    visual = model.encode_images(model.preprocess(images))
-    texts = model.encode_texts(["a red square", "a blue circle over a green disk"])
-    pairs = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]])
-    probabilities = model.match_probability(visual, texts, pairs)
-    model.fast_itm = False  # transformers' own text encoder, the reference
-    ids = texts.input_ids.clone()
-    ids[:, 0] = model.enc_token_id
-    expected = []
-    for image, text in pairs.tolist():
-        logits = model.itm_logits(visual.tokens[[image]], torch.zeros(1, dtype=torch.long),
-                                       ids[[text]], texts.attention_mask[[text]])
-        expected.append(logits.float().softmax(-1)[0, 1])
-    assert torch.allclose(probabilities, torch.stack(expected), atol=1e-5)
-    # The match logit alone does not give the probability: both classes' logits do.
-    assert ((probabilities > 0) & (probabilities < 1)).all() and probabilities.std() > 0
 
 
 def test_a_clip_filter_scores_by_cosine_and_auto_picks_each_models_score() -> None:
