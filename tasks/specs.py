@@ -29,6 +29,7 @@ _CAPTIONING = {
     "sample": False,
     "top_p": 0.9,
     "spice": "auto",
+    "length_normalization": "blip",
 }
 _VQA = {
     "image_size": 480,
@@ -39,8 +40,9 @@ _VQA = {
     "max_length": 10,
     "min_length": 1,
     "max_question_words": 50,
+    "length_normalization": "blip",
 }
-_VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform"}
+_VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform", "frame_resize": "decord"}
 
 TASK_SPECS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -128,7 +130,8 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         factory="harness_tasks.video:VideoTextRetrievalTask",
         description="Zero-shot MSRVTT text-to-video retrieval (1k-A), 8 frames, ITM re-rank of the top 128",
         capabilities=("ImagePreprocessor", "VideoEncoder", "ImageTextEmbedder"),
-        protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided"},
+        protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided",
+                  "frame_resize": "decord"},
         splits=("test_1k_a",),
         default_split="test_1k_a",
         data_dir="msrvtt",

@@ -28,6 +28,7 @@ from harness.results import write_json_atomic
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
 from harness_tasks.records import MediaPaths, collect_records, split_entry
+from harness_tasks.retrieval import positive_int
 from harness_tasks.text import pre_question
 
 if TYPE_CHECKING:
@@ -65,6 +66,22 @@ def vqa_scorer(protocol: Mapping[str, Any]) -> str:
         raise ConfigError(f"vqa_scorer: {error}") from None
 
 
+def answer_generation_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
+    """Generative answering's decoding settings (VQA v2 and video QA): beam search with BLIP's
+    length normalisation unless ``length_normalization`` says otherwise."""
+    try:
+        return GenerationSettings(
+            num_beams=positive_int(protocol, "num_beams"),
+            max_length=positive_int(protocol, "max_length"),
+            min_length=int(protocol["min_length"]),
+            length_normalization=str(protocol["length_normalization"]),
+        )
+    except KeyError as missing:
+        raise ConfigError(f"question answering protocol lacks {missing}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"question answering protocol has a malformed decoding setting ({error})") from None
+
+
 def read_answer_list(path: Path) -> list[str]:
     answers = read_json(path)
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
@@ -85,6 +102,7 @@ class VQATask(ImageTask):
     ) -> Dataset:
         mode = answer_mode(protocol)
         vqa_scorer(protocol)
+        answer_generation_settings(protocol)
         root = data_root / self.spec.data_dir
         questions_path = root / "annotations" / split_entry(self.name, split, QUESTION_FILES)
         has_answers = split in SPLITS_WITH_ANSWERS
@@ -127,11 +145,7 @@ class VQATask(ImageTask):
             raise ConfigError(f"{self.name}: rank mode needs {ANSWER_LIST_FILE}; load the data with mode 'rank'")
         # BLIP keeps the k_test best first-token candidates; a shorter list keeps all of them.
         k = min(int(ctx.protocol["k_test"]), len(answer_list))
-        settings = GenerationSettings(
-            num_beams=int(ctx.protocol["num_beams"]),
-            max_length=int(ctx.protocol["max_length"]),
-            min_length=int(ctx.protocol["min_length"]),
-        )
+        settings = answer_generation_settings(ctx.protocol)
 
         def answer(gather: Gather, chunk: list[VQASample]) -> list[str]:
             with ctx.stage("answer_questions", items=len(chunk)):

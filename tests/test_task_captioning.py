@@ -21,7 +21,7 @@ from media_files import write_image
 from harness.capabilities import GenerationSettings, VisualFeatures
 from harness.errors import ConfigError, DataError
 from harness.toy.suite import BUILDERS
-from harness_tasks.captioning import coco_image_id, most_frequent_caption, spice_setting
+from harness_tasks.captioning import coco_image_id, generation_settings, most_frequent_caption, spice_setting
 
 NO_SPICE = {"spice": False}
 IMAGES = {101: "red", 102: "green", 103: "blue", 104: "yellow", 105: "red", 106: "green"}
@@ -109,7 +109,7 @@ def test_coco_captions_are_scored_with_the_coco_metrics_and_beat_the_constant_ca
     assert model.calls["images"] == len(IMAGES)
     assert set(model.settings) == {
         GenerationSettings(num_beams=3, max_length=20, min_length=5, repetition_penalty=1.0,
-                           sample=False, top_p=0.9, prompt="a picture of ")
+                           sample=False, top_p=0.9, prompt="a picture of ", length_normalization="blip")
     }
     assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
     # Every caption is one of its image's references: unigram precision and ROUGE-L are perfect.
@@ -238,6 +238,11 @@ def test_image_ids_and_settings():
     assert spice_setting({"spice": "False"}) is False  # how `--set spice=false` arrives
     with pytest.raises(ConfigError, match="spice"):
         spice_setting({"spice": "yes"})
+    protocol = task_spec("nocaps").protocol
+    assert generation_settings(protocol).length_normalization == "blip"
+    assert generation_settings({**protocol, "length_normalization": "generated"}).length_normalization == "generated"
+    with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
+        generation_settings({**protocol, "length_normalization": "tf5"})
     with pytest.raises(ConfigError, match="unknown split 'test'"):
         task_spec("coco_captioning").build().load(Path("/nonexistent"), "test", {})
 

@@ -128,7 +128,7 @@ def test_generate_mode_uses_the_vqa_decoding_settings_and_scores_by_the_chosen_s
     assert metrics["accuracy"] == pytest.approx(500.0 / 6)
     # the 2016 script normalises every prediction: "one" -> "1" matches
     assert task.score(dataset, predictions, {**protocol, "vqa_scorer": "2016"}) == {"accuracy": pytest.approx(100.0)}
-    assert set(model.settings) == {GenerationSettings(num_beams=3, max_length=10, min_length=1)}
+    assert set(model.settings) == {GenerationSettings(num_beams=3, max_length=10, min_length=1, length_normalization="blip")}
 
 
 def test_the_majority_answer_is_the_reference_level(tmp_path):
@@ -215,6 +215,8 @@ def test_rank_mode_needs_the_answer_list_and_modes_are_checked(tmp_path):
         load(tmp_path, mode="beam")
     with pytest.raises(ConfigError, match="vqa_scorer: vqa scorer must be one of official, 2016"):
         load(tmp_path, vqa_scorer="2021")
+    with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
+        load(tmp_path, length_normalization="none")
     (tmp_path / "vqav2" / "annotations" / "answer_list.json").write_text(json.dumps({"yes": 1}))
     with pytest.raises(DataError, match="answer_list.json: expected a non-empty JSON list"):
         load(tmp_path)

@@ -4,7 +4,7 @@ Percentages are in percent (0-100), as the BLIP paper reports them; ranks are 1-
 """
 
 from harness.metrics.captioning import NOCAPS_DOMAINS, caption_scores, nocaps_scores, spice_models_present
-from harness.metrics.classification import accuracy
+from harness.metrics.classification import accuracy, consistency
 from harness.metrics.dialog import mrr, ndcg, ranks_from_scores, visdial_metrics
 from harness.metrics.retrieval import (
     image_text_retrieval_metrics,
@@ -20,6 +20,7 @@ __all__ = [
     "NOCAPS_DOMAINS",
     "accuracy",
     "caption_scores",
+    "consistency",
     "image_text_retrieval_metrics",
     "mean_rank",
     "median_rank",
