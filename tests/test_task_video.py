@@ -192,6 +192,8 @@ def test_qa_generate_mode_and_levels(tmp_path):
     assert model.settings[0].length_normalization == "blip"
     with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
         task.load(tmp_path / "data", "test", {**proto, "length_normalization": "4.15"})
+    with pytest.raises(ConfigError, match="frame_resize must be one of decord, pil"):
+        task.load(tmp_path / "data", "test", {**proto, "frame_resize": "ffmpeg"})
     assert task.score(dataset, ctx.predictions.predictions, proto)["accuracy"] == 100.0
     assert task.reference_levels(dataset, proto) == {"accuracy": pytest.approx(100 / VIDEOS)}
     per_sample = task.per_sample_metrics(dataset, {"0": "ZERO ", "1": "two"}, proto)
