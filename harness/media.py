@@ -119,8 +119,9 @@ def load_video_frames(
 
     With ``size``, decord scales every frame to ``size`` x ``size`` while decoding, as BLIP's
     video loader does (``VideoReader(path, width=S, height=S)``); its scaler is not PIL's
-    bicubic, so the pixels differ from a native decode resized afterwards. Without it, frames
-    keep their native size.
+    bicubic, so the pixels differ from a native decode resized afterwards (decord 0.6 cannot
+    scale to a few small sides, e.g. 24 or 48, and fails with a DataError on every video there).
+    Without it, frames keep their native size.
 
     DataError naming the file for a missing, empty, unreadable or truncated video, and for one
     with fewer frames than asked.

@@ -103,12 +103,12 @@ def test_load_video_frames_scaled_by_decord_as_blip_decodes(tmp_path):
     import decord
 
     path = write_mp4(tmp_path / "v.mp4", num_frames=20, size=48)
-    frames = load_video_frames(path, 4, "strided", size=24)
-    assert len(frames) == 4 and all(frame.mode == "RGB" and frame.size == (24, 24) for frame in frames)
+    frames = load_video_frames(path, 4, "strided", size=32)
+    assert len(frames) == 4 and all(frame.mode == "RGB" and frame.size == (32, 32) for frame in frames)
     # exactly what BLIP's loader gets from VideoReader(path, width=S, height=S)
-    reference = decord.VideoReader(str(path), width=24, height=24).get_batch(frame_indices(20, 4, "strided")).asnumpy()
+    reference = decord.VideoReader(str(path), width=32, height=32).get_batch(frame_indices(20, 4, "strided")).asnumpy()
     assert np.array_equal(np.stack([np.asarray(frame) for frame in frames]), reference)
-    reds = [np.asarray(frame, dtype=int)[12, 12, 0] for frame in frames]
+    reds = [np.asarray(frame, dtype=int)[16, 16, 0] for frame in frames]
     expected = [frame_colour(index)[0] for index in frame_indices(20, 4, "strided")]
     assert np.abs(np.array(reds) - np.array(expected)).max() <= 4
 
