@@ -57,6 +57,13 @@ class TextFeatures:
     attention_mask: torch.Tensor
 
 
+LENGTH_NORMALIZATIONS = ("blip", "generated")
+"""How beam search normalises a finished hypothesis's summed log-probability by its length:
+``blip`` as transformers 4.15 (which BLIP's results come from) did, by the length of the whole
+sequence before the end token, prompt included; ``generated`` as transformers 5 does, by the
+number of generated tokens, end token included."""
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings for captioning and generative VQA; lengths count the prompt's tokens
@@ -73,6 +80,15 @@ class GenerationSettings:
     top_p: float = 0.9
     prompt: str = ""
     length_penalty: float = 1.0
+    length_normalization: str = "blip"
+    """One of :data:`LENGTH_NORMALIZATIONS`; beam search only."""
+
+    def __post_init__(self) -> None:
+        if self.length_normalization not in LENGTH_NORMALIZATIONS:
+            raise ValueError(
+                f"length_normalization must be one of {', '.join(LENGTH_NORMALIZATIONS)}, "
+                f"got {self.length_normalization!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,15 @@ def decoder_threads(num_workers: int, cpu_count: int | None = None) -> int:
 
 
 def load_video_frames(
-    path: Path, num_frames: int, sampling: str, num_threads: int = 1
+    path: Path, num_frames: int, sampling: str, num_threads: int = 1, size: int | None = None
 ) -> list[Image.Image]:
     """``num_frames`` RGB frames of the video at ``path``, decoded with decord.
+
+    With ``size``, decord scales every frame to ``size`` x ``size`` while decoding, as BLIP's
+    video loader does (``VideoReader(path, width=S, height=S)``); its scaler is not PIL's
+    bicubic, so the pixels differ from a native decode resized afterwards (decord 0.6 cannot
+    scale to a few small sides, e.g. 24 or 48, and fails with a DataError on every video there).
+    Without it, frames keep their native size.
 
     DataError naming the file for a missing, empty, unreadable or truncated video, and for one
     with fewer frames than asked.
@@ -128,7 +134,8 @@ def load_video_frames(
     path = Path(path)
     _check_file(path, "video")
     try:
-        reader = decord.VideoReader(str(path), num_threads=num_threads)
+        scale = {} if size is None else {"width": size, "height": size}
+        reader = decord.VideoReader(str(path), num_threads=num_threads, **scale)
         total = len(reader)
     except Exception as exc:  # decord raises its own DECORDError (a RuntimeError) or others
         raise DataError(f"{path}: cannot read video ({_first_line(exc)})") from exc

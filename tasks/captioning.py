@@ -115,6 +115,7 @@ def generation_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
             sample=bool(protocol["sample"]),
             top_p=float(protocol["top_p"]),
             prompt=str(protocol["prompt"]),
+            length_normalization=str(protocol["length_normalization"]),
         )
     except KeyError as missing:
         raise ConfigError(f"captioning protocol lacks {missing}") from None

@@ -1,7 +1,13 @@
-"""NLVR2: does a statement hold for a pair of images? Accuracy on dev and test-P.
+"""NLVR2: does a statement hold for a pair of images? Accuracy and consistency on dev and test-P.
 
 Records are BLIP's ``nlvr_{dev,test}.json`` ``{"images": [left, right], "sentence", "label":
-"True"|"False"}``; sentences go through ``pre_caption`` (40 words). BLIP's loader swaps the two
+"True"|"False"}`` or, when those are absent, the official JSON-lines ``dev.json`` /
+``test1.json`` (``identifier`` ``split-set-pair-sentence``, ``sentence``, ``label``; the images
+are ``{split}/{split-set-pair}-img0.png`` and ``-img1.png`` as the official release names them).
+Sentences go through ``pre_caption`` (40 words). Consistency is the official
+``nlvr2/eval/metrics.py``'s: the share of sentences (identifier with the pair number blanked)
+judged right on every pair; BLIP's files carry no identifier, so there a sentence is its set
+(from the left image's name) and its text. BLIP's loader swaps the two
 images (and the words left/right) at random in every split; evaluation here never does, so a
 run is deterministic and each statement is judged on the pair as annotated. A statement is
 predicted true when the model's probability exceeds 0.5, which is BLIP's argmax over its two
@@ -10,16 +16,16 @@ classes (a tie goes to false).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from harness.annotations import fingerprint, read_json, require_fields
+from harness.annotations import fingerprint, read_json, read_jsonl, require_fields
 from harness.errors import DataError
 from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
-from harness.metrics import accuracy
+from harness.metrics import accuracy, consistency
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
 from harness_tasks.records import MediaPaths, collect_records, split_entry
@@ -29,16 +35,42 @@ if TYPE_CHECKING:
     from harness.context import RunContext
 
 SENTENCE_FILES = {"dev": "nlvr_dev.json", "test_p": "nlvr_test.json"}
+OFFICIAL_FILES = {"dev": "dev.json", "test_p": "test1.json"}
+"""The official JSON-lines files (github.com/lil-lab/nlvr, ``nlvr2/data``), read when BLIP's are absent."""
 LABELS = {"True": True, "False": False}
 
 
 @dataclass(frozen=True)
 class NLVR2Sample:
     sample_id: str
-    """The record's position in the file (BLIP's files carry no identifier)."""
+    """The official identifier, or the record's position in BLIP's file (which has none)."""
     sentence: str
     images: tuple[Path, Path]
     label: bool
+    sentence_group: str
+    """The same for every pair judged against one sentence (for consistency)."""
+
+
+def official_sentence_group(identifier: str) -> str:
+    """The official metrics' sentence key: ``split-set-pair-sentence`` with ``pair`` blanked
+    (``"dev-850-2-0"`` -> ``"dev-850--0"``)."""
+    fields = identifier.split("-")
+    fields[2] = ""
+    return "-".join(fields)
+
+
+def blip_sentence_group(left_image: str, sentence: str) -> str:
+    """A sentence key for BLIP's files: the set of the left image's official name
+    (``dev/dev-850-0-img0.png`` -> ``dev-850``) and the sentence's text."""
+    fields = PurePosixPath(left_image).name.split("-")
+    image_set = "-".join(fields[:2]) if len(fields) >= 4 else left_image
+    return f"{image_set}: {sentence}"
+
+
+def _label(record: Mapping[str, Any], path: Path, index: int) -> bool:
+    if record["label"] not in LABELS:
+        raise DataError(f"{path}: record {index}: field 'label' is {record['label']!r} (expected 'True' or 'False')")
+    return LABELS[record["label"]]
 
 
 class NLVR2Task(ImageTask):
@@ -49,25 +81,49 @@ class NLVR2Task(ImageTask):
     ) -> Dataset:
         root = data_root / self.spec.data_dir
         path = root / "annotations" / split_entry(self.name, split, SENTENCE_FILES)
+        official_path = root / "annotations" / OFFICIAL_FILES[split]
         max_words = int(protocol["max_words"])
         media = MediaPaths(root / "images")
 
-        def parse(record: Any, index: int) -> NLVR2Sample:
+        def parse_blip(record: Any, index: int) -> NLVR2Sample:
             require_fields(record, {"images": list[str], "sentence": str, "label": str}, path, index)
             if len(record["images"]) != 2:
                 raise DataError(f"{path}: record {index}: field 'images' has {len(record['images'])} paths (expected [left, right])")
-            if record["label"] not in LABELS:
-                raise DataError(f"{path}: record {index}: field 'label' is {record['label']!r} (expected 'True' or 'False')")
             left, right = (media(image, path, index) for image in record["images"])
             return NLVR2Sample(
                 sample_id=str(index),
                 sentence=pre_caption(record["sentence"], max_words),
                 images=(left, right),
-                label=LABELS[record["label"]],
+                label=_label(record, path, index),
+                sentence_group=blip_sentence_group(record["images"][0], record["sentence"]),
             )
 
-        samples, skipped = collect_records(read_json(path), path, parse, lambda sample: sample.sample_id, skip_bad=skip_bad)
-        return Dataset(task=self.name, split=split, root=root, samples=samples, fingerprint=fingerprint([path]), skipped=skipped)
+        def parse_official(record: Any, index: int) -> NLVR2Sample:
+            require_fields(record, {"identifier": str, "sentence": str, "label": str}, official_path, index)
+            fields = record["identifier"].split("-")
+            if len(fields) != 4 or not all(fields):
+                raise DataError(
+                    f"{official_path}: record {index}: identifier {record['identifier']!r} is not split-set-pair-sentence"
+                )
+            pair = "-".join(fields[:3])
+            return NLVR2Sample(
+                sample_id=record["identifier"],
+                sentence=pre_caption(record["sentence"], max_words),
+                images=(media(f"{fields[0]}/{pair}-img0.png", official_path, index),
+                        media(f"{fields[0]}/{pair}-img1.png", official_path, index)),
+                label=_label(record, official_path, index),
+                sentence_group=official_sentence_group(record["identifier"]),
+            )
+
+        parse: Callable[[Any, int], NLVR2Sample]
+        if path.is_file() or not official_path.is_file():
+            parse, records_path, records = parse_blip, path, read_json(path)
+        else:
+            parse, records_path, records = parse_official, official_path, read_jsonl(official_path)
+        samples, skipped = collect_records(records, records_path, parse, lambda sample: sample.sample_id, skip_bad=skip_bad)
+        return Dataset(
+            task=self.name, split=split, root=root, samples=samples, fingerprint=fingerprint([records_path]), skipped=skipped
+        )
 
     def evaluate(self, model: Any, dataset: Dataset, ctx: RunContext) -> None:
         def verify(gather: Gather, chunk: list[NLVR2Sample]) -> list[float]:
@@ -88,19 +144,25 @@ class NLVR2Task(ImageTask):
     def score(
         self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]
     ) -> dict[str, float]:
-        """``accuracy`` in percent."""
+        """``accuracy`` and ``consistency`` (sentences judged right on every pair) in percent."""
         judged = self._judged(dataset, predictions)
         if not judged:
             return {}
-        return {"accuracy": accuracy([predictions[s.sample_id]["label"] for s in judged], [s.label for s in judged])}
+        predicted = [predictions[s.sample_id]["label"] for s in judged]
+        labels = [s.label for s in judged]
+        return {
+            "accuracy": accuracy(predicted, labels),
+            "consistency": consistency(predicted, labels, [s.sentence_group for s in judged]),
+        }
 
     def reference_levels(self, dataset: Dataset, protocol: Mapping[str, Any]) -> dict[str, float]:
-        """``accuracy`` of always answering the split's more frequent label."""
+        """``accuracy`` and ``consistency`` of always answering the split's more frequent label."""
         if not dataset.samples:
             return {}
         labels = [sample.label for sample in dataset.samples]
-        majority = 2 * sum(labels) > len(labels)
-        return {"accuracy": accuracy([majority] * len(labels), labels)}
+        majority = [2 * sum(labels) > len(labels)] * len(labels)
+        groups = [sample.sentence_group for sample in dataset.samples]
+        return {"accuracy": accuracy(majority, labels), "consistency": consistency(majority, labels, groups)}
 
     def per_sample_metrics(
         self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]

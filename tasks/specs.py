@@ -29,6 +29,7 @@ _CAPTIONING = {
     "sample": False,
     "top_p": 0.9,
     "spice": "auto",
+    "length_normalization": "blip",
 }
 _VQA = {
     "image_size": 480,
@@ -41,8 +42,9 @@ _VQA = {
     "max_question_words": 50,
     "prompt": "",
     "length_penalty": 1.0,
+    "length_normalization": "blip",
 }
-_VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform"}
+_VIDEO_QA = {**_VQA, "num_frames": 16, "frame_sampling": "uniform", "frame_resize": "decord"}
 
 _NOCAPS_VAL = Caveat(
     "NoCaps val: the BLIP paper's Table 7 reports val too, but the NoCaps leaderboard reports the "
@@ -117,7 +119,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         factory="harness_tasks.vqa:VQATask",
         description="VQA v2: answer ranking (default) or generation; official VQA accuracy; test-set submission file",
         capabilities=("ImagePreprocessor", "ImageEncoder", "VisualQuestionAnswerer"),
-        protocol=_VQA,
+        protocol={**_VQA, "vqa_scorer": "official"},
         splits=("val", "test"),
         default_split="val",
         data_dir="vqav2",
@@ -151,7 +153,8 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         factory="harness_tasks.video:VideoTextRetrievalTask",
         description="Zero-shot MSRVTT text-to-video retrieval (1k-A), 8 frames, ITM re-rank of the top 128",
         capabilities=("ImagePreprocessor", "VideoEncoder", "ImageTextEmbedder"),
-        protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided"},
+        protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided",
+                  "frame_resize": "decord"},
         splits=("test_1k_a",),
         default_split="test_1k_a",
         data_dir="msrvtt",

@@ -1,8 +1,10 @@
 """MSRVTT text-video retrieval and MSRVTT-QA / MSVD-QA, zero-shot as in the BLIP paper.
 
-A video is a stack of frames decoded with decord (``harness.media.load_video_frames``); the
-model's ``VideoEncoder`` pools them its own way (BLIP: frame ITC embeddings averaged and
-re-normalised, the tokens of all frames concatenated for cross-attention). Retrieval then runs
+A video is a stack of frames decoded with decord (``harness.media.load_video_frames``), scaled to
+``image_size`` by decord itself as BLIP's video loader does (``frame_resize=decord``; ``pil``
+decodes at native size and lets the model's preprocessing resize); the model's ``VideoEncoder``
+pools them its own way (BLIP: the frames' projected CLS averaged, then normalised; the tokens of
+all frames concatenated for cross-attention). Retrieval then runs
 exactly the image-text ranking of ``tasks/retrieval.py`` (ITC shortlist, ITM re-rank of the top
 ``k_test``), with videos in place of images. Video QA encodes each video once and answers all
 of its questions with the model's ``VisualQuestionAnswerer``, by ranking the answer list (the
@@ -56,6 +58,20 @@ def frame_settings(protocol: Mapping[str, Any]) -> tuple[int, str]:
     return positive_int(protocol, "num_frames"), sampling
 
 
+FRAME_RESIZES = ("decord", "pil")
+"""``frame_resize``: ``decord`` scales frames to ``image_size`` while decoding, as BLIP's video
+loader does; ``pil`` decodes at native size and leaves the resize to the model's preprocessing."""
+
+
+def decode_size(protocol: Mapping[str, Any]) -> int | None:
+    """The side decord scales frames to (``image_size`` under ``frame_resize=decord``), or None
+    for a native-size decode."""
+    resize = protocol.get("frame_resize")
+    if resize not in FRAME_RESIZES:
+        raise ConfigError(f"frame_resize must be one of {', '.join(FRAME_RESIZES)}, got {resize!r}")
+    return positive_int(protocol, "image_size") if resize == "decord" else None
+
+
 def encoded_videos(
     model: Any, videos: Sequence[Path], ctx: RunContext
 ) -> Iterator[tuple[list[Path], VisualFeatures | None, list[tuple[Path, DataError]]]]:
@@ -64,11 +80,15 @@ def encoded_videos(
     that runs out of accelerator memory is encoded in halves. With a feature cache, cached
     videos come first, read from disk."""
     num_frames, sampling = frame_settings(ctx.protocol)
-    store = feature_store(ctx, model, media="video", num_frames=num_frames, frame_sampling=sampling)
+    size = decode_size(ctx.protocol)
+    store = feature_store(
+        ctx, model, media="video", num_frames=num_frames, frame_sampling=sampling, frame_resize=ctx.protocol["frame_resize"]
+    )
     cached, videos = store.split(list(videos)) if store is not None else ([], videos)
     yield from cached_batches(store, cached, ctx)
     load = partial(
-        load_video_frames, num_frames=num_frames, sampling=sampling, num_threads=decoder_threads(ctx.num_workers)
+        load_video_frames, num_frames=num_frames, sampling=sampling, num_threads=decoder_threads(ctx.num_workers),
+        size=size,
     )
     batches = pixel_batches(videos, load, model.preprocess, ctx.batch_size, ctx.num_workers)
     total = -(-len(videos) // ctx.batch_size)
@@ -87,10 +107,11 @@ def unreadable_videos(users: Mapping[Path, Sequence[str]], protocol: Mapping[str
     """One problem line per video that does not yield the protocol's frames, naming the samples
     that need it (decord decodes outside the GIL, so threads check a split in parallel)."""
     num_frames, sampling = frame_settings(protocol)
+    size = decode_size(protocol)
 
     def problem(path: Path) -> str | None:
         try:
-            load_video_frames(path, num_frames, sampling)
+            load_video_frames(path, num_frames, sampling, size=size)
         except DataError as error:
             needed = list(users[path])
             more = f" and {len(needed) - 3} more" if len(needed) > 3 else ""
@@ -134,6 +155,7 @@ class VideoTextRetrievalTask(CaptionRetrievalTask):
         path = root / "annotations" / split_entry(self.name, split, RETRIEVAL_FILES)
         max_words = positive_int(protocol, "max_words")
         frame_settings(protocol)
+        decode_size(protocol)
         media_root = _media_root(data_root, self.spec.data_dir)
         videos: dict[str, Path] = {}
 
@@ -227,7 +249,9 @@ class VideoQATask(Task):
         self, data_root: Path, split: str, protocol: Mapping[str, Any], *, skip_bad: bool = False
     ) -> Dataset:
         answer_mode(protocol)
+        answer_settings(protocol)
         frame_settings(protocol)
+        decode_size(protocol)
         root = data_root / self.spec.data_dir
         questions_name, answers_name = split_entry(self.name, split, QA_FILES.get(self.spec.data_dir, {}))
         path = root / "annotations" / questions_name

@@ -5,7 +5,9 @@ closed ``answer_list.json`` (its decoder scores the top ``k_test`` candidates by
 probability, then each in full), ``generate`` decodes an answer freely (3 beams, 1 to 10 tokens).
 Questions go through ``pre_question`` as in BLIP's loader. Every image is encoded once, however
 many questions it has. Splits without answers (test-dev / test-std) produce only the official
-submission file ``[{"question_id", "answer"}]``, which is written for every split.
+submission file ``[{"question_id", "answer"}]``, which is written for every split. Accuracy
+follows the current official ``vqaEval.py`` by default; ``vqa_scorer=2016`` selects the 2016
+version that LAVIS ships (see ``harness.metrics.vqa``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from harness.capabilities import GenerationSettings
 from harness.errors import ConfigError, DataError
 from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.metrics import normalize_answer, per_sample_vqa_accuracy, vqa_accuracy_score
+from harness.metrics.vqa import VQA_SCORERS, check_vqa_scorer
 from harness.results import write_json_atomic
 from harness.task import Dataset
 from harness_tasks.images import Gather, ImageTask, encoded_samples
@@ -50,8 +53,10 @@ class VQASample:
 
 def answer_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
     """The generate mode's decoding settings, shared by image and video QA. ``prompt`` is a question
-    template ("" asks the question as it is, as BLIP does; BLIP-2: "Question: {} Short answer:")
-    and ``length_penalty`` the beams' length exponent, both passed to the model."""
+    template ("" asks the question as it is, as BLIP does; BLIP-2: "Question: {} Short answer:"),
+    ``length_penalty`` the beams' length exponent and ``length_normalization`` which length it
+    divides by (BLIP's beam search: the whole sequence, as transformers 4.15 did), all passed to the
+    model."""
     try:
         settings = GenerationSettings(
             num_beams=int(protocol["num_beams"]),
@@ -59,6 +64,7 @@ def answer_settings(protocol: Mapping[str, Any]) -> GenerationSettings:
             min_length=int(protocol["min_length"]),
             prompt=str(protocol.get("prompt", "")),
             length_penalty=float(protocol.get("length_penalty", 1.0)),
+            length_normalization=str(protocol.get("length_normalization", "blip")),
         )
     except KeyError as missing:
         raise ConfigError(f"VQA protocol lacks {missing}") from None
@@ -77,6 +83,14 @@ def answer_mode(protocol: Mapping[str, Any]) -> str:
     if mode not in MODES:
         raise ConfigError(f"vqa mode must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
+
+
+def vqa_scorer(protocol: Mapping[str, Any]) -> str:
+    """The version of the official VQA scorer the protocol names (``vqa_scorer``)."""
+    try:
+        return check_vqa_scorer(protocol.get("vqa_scorer", VQA_SCORERS[0]))
+    except ValueError as error:
+        raise ConfigError(f"vqa_scorer: {error}") from None
 
 
 def read_answer_list(path: Path) -> list[str]:
@@ -98,6 +112,8 @@ class VQATask(ImageTask):
         self, data_root: Path, split: str, protocol: Mapping[str, Any], *, skip_bad: bool = False
     ) -> Dataset:
         mode = answer_mode(protocol)
+        vqa_scorer(protocol)
+        answer_settings(protocol)
         root = data_root / self.spec.data_dir
         questions_path = root / "annotations" / split_entry(self.name, split, QUESTION_FILES)
         has_answers = split in SPLITS_WITH_ANSWERS
@@ -172,7 +188,8 @@ class VQATask(ImageTask):
             return {}
         return {
             "accuracy": vqa_accuracy_score(
-                [predictions[s.sample_id] for s in answered], [s.answers for s in answered]
+                [predictions[s.sample_id] for s in answered], [s.answers for s in answered],
+                scorer=vqa_scorer(protocol),
             )
         }
 
@@ -183,7 +200,11 @@ class VQATask(ImageTask):
         if not answered:
             return {}
         constant = majority_answer(answered)
-        return {"accuracy": vqa_accuracy_score([constant] * len(answered), [s.answers for s in answered])}
+        return {
+            "accuracy": vqa_accuracy_score(
+                [constant] * len(answered), [s.answers for s in answered], scorer=vqa_scorer(protocol)
+            )
+        }
 
     def per_sample_metrics(
         self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any]
@@ -192,7 +213,9 @@ class VQATask(ImageTask):
         answered = self._answered(dataset, predictions)
         if not answered:
             return {}
-        scores = per_sample_vqa_accuracy([predictions[s.sample_id] for s in answered], [s.answers for s in answered])
+        scores = per_sample_vqa_accuracy(
+            [predictions[s.sample_id] for s in answered], [s.answers for s in answered], scorer=vqa_scorer(protocol)
+        )
         return {s.sample_id: {"accuracy": 100.0 * value} for s, value in zip(answered, scores, strict=True)}
 
     def write_outputs(

@@ -1,12 +1,19 @@
-"""The decoder's beam search (``beam_search.py``) against transformers' ``generate`` on the same
-tiny BLIP text decoder, in fp32: the chosen sequences must be the same token for token.
+"""The decoder's beam search (``beam_search.py``).
 
-The decoder is random, but the logit bias of ``[SEP]`` is raised so that hypotheses end at many
-different lengths, which is where beam search's bookkeeping (finished hypotheses, length
-normalisation, the early-stop heuristic) decides the outcome.
+With ``length_normalization="generated"`` it must choose what transformers 5's ``generate`` chooses
+on the same tiny BLIP text decoder, in fp32, token for token. The decoder is random, but the logit
+bias of ``[SEP]`` is raised so that hypotheses end at many different lengths, which is where beam
+search's bookkeeping (finished hypotheses, length normalisation, the early-stop heuristic)
+decides the outcome.
+
+With ``"blip"`` (transformers 4.15, BLIP's rule) there is no ``generate`` to compare with, so a
+decoder whose next-token distribution depends only on the previous token (a bigram table set
+through its weights) gives hypotheses whose scores are worked out by hand.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -48,7 +55,8 @@ def run_both(decoder, prompt, states, mask, settings: GenerationSettings) -> tup
         expected = decoder.generate(input_ids=prompt, encoder_hidden_states=states, encoder_attention_mask=mask,
                                     **decoding_kwargs(settings, Ids))
     got = beam_search(decoder, prompt, states, mask, BeamSettings(
-        settings.num_beams, settings.max_length, settings.min_length, SEP, PAD, settings.repetition_penalty))
+        settings.num_beams, settings.max_length, settings.min_length, SEP, PAD, settings.repetition_penalty,
+        length_normalization="generated"))
     return [trim(row) for row in expected.tolist()], [trim(row) for row in got.tolist()]
 
 
@@ -100,3 +108,109 @@ def test_decode_routes_sampling_and_single_beam_to_generate(decoder) -> None:
         torch.manual_seed(3)
         sampled = decode(decoder, prompt, states, mask, GenerationSettings(sample=True, max_length=8, min_length=1), Ids)
     assert sampled.shape[0] == 2 and int(sampled[0, 0]) == BOS
+
+
+# -- BLIP's (transformers 4.15) length normalisation against hand-computed scores ------------------
+
+BIGRAM_VOCAB = 10
+BIGRAM = {
+    2: {4: 0.55, 5: 0.45},  # the prompt's last token
+    4: {SEP: 0.5, 9: 0.3, 8: 0.2},
+    5: {6: 0.7, 9: 0.3},
+    6: {SEP: 0.6, 9: 0.4},
+}
+"""Next-token probabilities after each token; every other token goes to ``[SEP]``, and every
+token not listed gets a logit of -30 (never chosen)."""
+BIGRAM_PROMPT = [BOS, 2, 2, 2]
+"""Four tokens, as BLIP's "[DEC] a picture of"."""
+
+
+def bigram_logits() -> torch.Tensor:
+    table = torch.full((BIGRAM_VOCAB, BIGRAM_VOCAB), -30.0, dtype=torch.float64)
+    table[:, SEP] = 0.0
+    for previous, following in BIGRAM.items():
+        table[previous, SEP] = -30.0
+        for token, probability in following.items():
+            table[previous, token] = math.log(probability)
+    return table
+
+
+@pytest.fixture(scope="module")
+def bigram_decoder() -> torch.nn.Module:
+    """A real BLIP text decoder whose logits are ``bigram_logits()[previous token]``: position
+    embeddings and every residual branch are zeroed, so a position's hidden state depends on its
+    token only, and the output layer is solved to map those states to the table."""
+    config = BlipConfig(
+        vision_config={"hidden_size": WIDTH, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
+        text_config={"vocab_size": BIGRAM_VOCAB, "hidden_size": 48, "encoder_hidden_size": WIDTH,
+                     "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
+                     "max_position_embeddings": 64, "bos_token_id": BOS, "sep_token_id": SEP, "pad_token_id": PAD},
+    )
+    torch.manual_seed(0)
+    decoder = BlipForConditionalGeneration(config).eval().text_decoder
+    with torch.no_grad():
+        decoder.bert.embeddings.position_embeddings.weight.zero_()
+        for layer in decoder.bert.encoder.layer:
+            for branch in (layer.attention.output.dense, layer.crossattention.output.dense, layer.output.dense):
+                branch.weight.zero_()
+                branch.bias.zero_()
+        tokens = torch.arange(BIGRAM_VOCAB)[:, None]
+        hidden = decoder.bert(input_ids=tokens, encoder_hidden_states=torch.zeros(BIGRAM_VOCAB, 2, WIDTH)).last_hidden_state
+        features = decoder.cls.predictions.transform(hidden[:, 0]).double()
+        weight = torch.linalg.lstsq(features, bigram_logits()).solution.T
+        decoder.cls.predictions.decoder.weight = torch.nn.Parameter(weight.float())  # untied from the embeddings
+        decoder.cls.predictions.decoder.bias.zero_()
+    return decoder
+
+
+def bigram_search(decoder, max_length: int, rule: str) -> list[int]:
+    states = torch.zeros(1, 2, WIDTH)
+    settings = BeamSettings(2, max_length, 0, SEP, PAD, length_normalization=rule)
+    return trim([t for t in beam_search(decoder, torch.tensor([BIGRAM_PROMPT]), states, None, settings)[0].tolist()
+                 if t != PAD])
+
+
+def test_the_bigram_decoder_follows_its_table(bigram_decoder) -> None:
+    sequence = torch.tensor([BIGRAM_PROMPT + [5, 6, 9, SEP]])
+    with torch.no_grad():
+        log_probs = bigram_decoder(input_ids=sequence, encoder_hidden_states=torch.zeros(1, 2, WIDTH)).logits.log_softmax(-1)
+    expected = bigram_logits().log_softmax(-1)[sequence[0, :-1]]
+    assert torch.allclose(log_probs[0, :-1].double(), expected, atol=1e-4)
+
+
+# Beam search with 2 beams from the prompt (length 4); log-probabilities: ln .55 = -0.598,
+# ln .45 = -0.799, ln .5 = -0.693, ln .3 = -1.204, ln .2 = -1.609, ln .7 = -0.357, ln .6 = -0.511,
+# ln .4 = -0.916.
+# step from 4 tokens: open beams [4] -0.598 and [5] -0.799.
+# step from 5 tokens: candidates [5 6] -1.155, [4 SEP] -1.291, [4 9] -1.802, [5 9] -2.003.
+#   [4 SEP] finishes: 4.15 scores it -1.291 / 5 = -0.258 (5 tokens before [SEP]);
+#   transformers 5 -1.291 / 2 = -0.645 (2 generated tokens). Open: [5 6], [4 9].
+# step from 6 tokens: candidates [5 6 SEP] -1.666, [4 9 SEP] -1.802, [5 6 9] -2.071, ...
+#   4.15: -1.666 / 6 = -0.278 and -1.802 / 6 = -0.300; the best two kept are [4 SEP] -0.258
+#   and [5 6 SEP] -0.278, and the worst, -0.278, is not below the best continuation
+#   -1.666 / 6: done. Winner [4 SEP].
+#   transformers 5: -1.666 / 3 = -0.555 and -1.802 / 3 = -0.601 both beat [4 SEP] -0.645.
+#   Winner [5 6 SEP].
+def test_blip_and_generated_rules_pick_different_winners(bigram_decoder) -> None:
+    assert bigram_search(bigram_decoder, 10, "blip") == BIGRAM_PROMPT + [4, SEP]
+    assert bigram_search(bigram_decoder, 10, "generated") == BIGRAM_PROMPT + [5, 6, SEP]
+
+
+# With a maximum length of 6 the step from 5 tokens is the last: 4.15 finishes [4 SEP] with
+# -1.291 / 5 = -0.258 and is not done (one hypothesis for two beams), so it finalises the open
+# beams over the whole 6 tokens: [5 6] -1.155 / 6 = -0.193 and [4 9] -1.802 / 6 = -0.300.
+# [5 6] wins, without an end token. (Not finalising them would leave [4 SEP].)
+def test_blip_rule_finalises_open_beams_at_the_maximum_length(bigram_decoder) -> None:
+    assert bigram_search(bigram_decoder, 6, "blip") == BIGRAM_PROMPT + [5, 6]
+
+
+def test_decode_uses_blip_rule_by_default(bigram_decoder) -> None:
+    prompt, states, mask = torch.tensor([BIGRAM_PROMPT]), torch.zeros(1, 2, WIDTH), torch.ones(1, 2, dtype=torch.long)
+    default = GenerationSettings(num_beams=2, max_length=10, min_length=0)
+    generated = GenerationSettings(num_beams=2, max_length=10, min_length=0, length_normalization="generated")
+    with torch.inference_mode():
+        assert trim(decode(bigram_decoder, prompt, states, mask, default, Ids)[0].tolist()) == BIGRAM_PROMPT + [4, SEP]
+        assert trim(decode(bigram_decoder, prompt, states, mask, generated, Ids)[0].tolist()) == BIGRAM_PROMPT + [5, 6, SEP]
+    with pytest.raises(ValueError, match="length_normalization must be one of blip, generated"):
+        GenerationSettings(length_normalization="tf4")

@@ -99,6 +99,20 @@ def test_load_video_frames_decodes_the_sampled_frames(tmp_path):
     assert np.abs(np.array(reds) - np.array(expected)).max() <= 4
 
 
+def test_load_video_frames_scaled_by_decord_as_blip_decodes(tmp_path):
+    import decord
+
+    path = write_mp4(tmp_path / "v.mp4", num_frames=20, size=48)
+    frames = load_video_frames(path, 4, "strided", size=32)
+    assert len(frames) == 4 and all(frame.mode == "RGB" and frame.size == (32, 32) for frame in frames)
+    # exactly what BLIP's loader gets from VideoReader(path, width=S, height=S)
+    reference = decord.VideoReader(str(path), width=32, height=32).get_batch(frame_indices(20, 4, "strided")).asnumpy()
+    assert np.array_equal(np.stack([np.asarray(frame) for frame in frames]), reference)
+    reds = [np.asarray(frame, dtype=int)[16, 16, 0] for frame in frames]
+    expected = [frame_colour(index)[0] for index in frame_indices(20, 4, "strided")]
+    assert np.abs(np.array(reds) - np.array(expected)).max() <= 4
+
+
 def test_short_video_named(tmp_path):
     path = write_mp4(tmp_path / "short.mp4", num_frames=3)
     with pytest.raises(DataError, match=r"short\.mp4: video has 3 frames, fewer than the 8 asked for"):

@@ -42,9 +42,33 @@ def test_ties_are_pessimistic():
     assert ranks_of_targets(scores, [[2], [0]]).tolist() == [3, 4]
 
 
-def test_ties_between_targets_count_against_both():
-    scores = np.array([[0.7, 0.7, 0.1]])
+def test_correct_candidates_that_tie_do_not_count_against_each_other():
+    # an image whose two captions are identical after pre_caption: both score 0.7
+    scores = np.array([[0.7, 0.7, 0.1], [0.2, 0.7, 0.7]])
+    assert ranks_of_targets(scores, [[0, 1], [2, 1]]).tolist() == [1, 1]
+
+
+def test_tied_targets_rank_after_higher_wrong_candidates_only():
+    # targets 1 and 4 tie at 0.6; wrong 0.9 and 0.95 are ahead, wrong 0.1 is not -> rank 3
+    scores = np.array([[0.9, 0.6, 0.1, 0.95, 0.6]])
+    assert ranks_of_targets(scores, [[1, 4]]).tolist() == [3]
+
+
+def test_ties_with_a_wrong_candidate_still_count_against_tied_targets():
+    scores = np.array([[0.7, 0.7, 0.7, 0.1]])
+    # targets 0 and 1 tie with the wrong candidate 2: one wrong candidate ahead -> rank 2
     assert ranks_of_targets(scores, [[0, 1]]).tolist() == [2]
+    assert ranks_of_targets(scores, [[0, 1, 1]]).tolist() == [2]  # a repeated index counts once
+
+
+def test_ties_among_correct_candidates_match_argsort_under_every_order():
+    scores = np.array([[0.3, 0.8, 0.5, 0.8, 0.8, 0.1]])
+    targets = [[1, 3, 4]]
+    for permutation in [(0, 1, 2, 3, 4, 5), (5, 4, 3, 2, 1, 0), (4, 0, 3, 5, 1, 2)]:
+        order = list(permutation)
+        permuted_targets = [[order.index(t) for t in targets[0]]]
+        assert argsort_ranks(scores[:, order], permuted_targets) == [1]
+    assert ranks_of_targets(scores, targets).tolist() == [1]
 
 
 def test_constant_scores_get_the_worst_rank_not_recall_100():
@@ -205,6 +229,14 @@ def test_video_text_retrieval_uses_separate_v2t_scores():
     assert metrics["t2v_r1"] == 50.0
     assert metrics["v2t_r1"] == 0.0
     assert metrics["v2t_median_rank"] == 2.0
+
+
+def test_video_to_text_with_tied_captions_of_one_video_ranks_first():
+    # video 0 has captions 0 and 1 (identical text, same score); video 1 has caption 2
+    t2v = np.array([[0.6, 0.2], [0.6, 0.2], [0.1, 0.9]])
+    metrics = video_text_retrieval_metrics(t2v, [0, 0, 1], [[0, 1], [2]])
+    assert metrics["v2t_r1"] == 100.0
+    assert metrics["v2t_mean_rank"] == 1.0
 
 
 def test_video_text_retrieval_rejects_mismatches():

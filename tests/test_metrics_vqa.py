@@ -67,23 +67,62 @@ def test_accuracy_with_ten_answers(matches, expected):
     assert vqa_accuracy("cat", answers) == pytest.approx(expected)
 
 
-def test_prediction_is_normalised_before_matching():
+def test_2016_scorer_always_normalises_the_prediction():
     answers = ["2"] * 10
-    assert vqa_accuracy("Two.", answers) == 1.0
-    assert vqa_accuracy("the two", answers) == 1.0
-    assert vqa_accuracy("dont", ["don't"] * 10) == 1.0
+    assert vqa_accuracy("Two.", answers, scorer="2016") == 1.0
+    assert vqa_accuracy("the two", answers, scorer="2016") == 1.0
+    assert vqa_accuracy("dont", ["don't"] * 10, scorer="2016") == 1.0
 
 
-def test_unanimous_answers_are_compared_as_given():
-    # The official script only processes ground truth when annotators disagree (the released
+def test_official_scorer_normalises_nothing_when_answers_are_unanimous():
+    # identical answers: the prediction is only stripped of edge whitespace, newlines and tabs
+    assert vqa_accuracy("Two.", ["2"] * 10) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy(" yes\n", ["yes"] * 10) == 1.0
+    assert vqa_accuracy("two", ["two"] * 10) == 1.0
+
+
+def test_unanimous_answers_are_compared_as_given_by_2016_scorer():
+    # The 2016 script only processes ground truth when annotators disagree (the released
     # annotations are already normalised), so a raw "two" in the ground truth never matches.
-    assert vqa_accuracy("two", ["two"] * 10) == 0.0
+    assert vqa_accuracy("two", ["two"] * 10, scorer="2016") == 0.0
 
 
-def test_disagreeing_answers_get_the_punctuation_step_only():
-    # "yes." loses its period; "Yes" keeps its capital (no lowercasing of ground truth)
+def test_2016_scorer_gives_disagreeing_answers_the_punctuation_step_only():
+    # "yes." loses its period; "Yes" keeps its capital and "two" its letters
+    assert vqa_accuracy("yes", ["yes."] * 3 + ["no"] * 7, scorer="2016") == pytest.approx(0.9)
+    assert vqa_accuracy("yes", ["Yes"] * 3 + ["no"] * 7, scorer="2016") == 0.0
+    assert vqa_accuracy("2", ["two"] * 3 + ["2"] + ["3"] * 6, scorer="2016") == pytest.approx(0.3)
+
+
+def test_official_scorer_normalises_disagreeing_answers_and_prediction_alike():
     assert vqa_accuracy("yes", ["yes."] * 3 + ["no"] * 7) == pytest.approx(0.9)
-    assert vqa_accuracy("yes", ["Yes"] * 3 + ["no"] * 7) == 0.0
+    assert vqa_accuracy("yes", ["Yes"] * 3 + ["no"] * 7) == pytest.approx(0.9)
+    # "two" x3 and "2" all become "2": four matches
+    assert vqa_accuracy("2", ["two"] * 3 + ["2"] + ["3"] * 6) == 1.0
+    assert vqa_accuracy("The Two!", ["two"] * 3 + ["2"] + ["3"] * 6) == 1.0
+
+
+def test_official_scorer_strips_answers_before_testing_unanimity():
+    # " yes" and "yes\t" are the same answer once stripped: unanimous, so "Yes" is not lowercased
+    answers = [" yes", "yes\t"] + ["yes"] * 8
+    assert vqa_accuracy("yes", answers) == 1.0
+    assert vqa_accuracy("Yes", answers) == 0.0
+    # the 2016 script sees three different strings and de-punctuates only; the edge spaces stay
+    assert vqa_accuracy("yes", answers, scorer="2016") == 1.0
+    assert vqa_accuracy("yes", [" yes"] * 3 + ["no"] * 7, scorer="2016") == 0.0
+    assert vqa_accuracy("yes", [" yes"] * 3 + ["no"] * 7) == pytest.approx(0.9)
+
+
+def test_at_most_32_periods_are_removed():
+    # the script passes re.UNICODE (32) as re.sub's count
+    assert normalize_answer("." * 40 + "x") == "." * 8 + "x"
+
+
+def test_unknown_scorer_is_rejected():
+    with pytest.raises(ValueError, match="official, 2016"):
+        vqa_accuracy("yes", ["yes"] * 10, scorer="2017")
 
 
 def test_fewer_than_ten_answers_use_the_same_leave_one_out_rule():
@@ -107,6 +146,9 @@ def test_score_is_the_mean_in_percent():
     answers = [["yes"] * 10, ["2", "2", "3"] + ["4"] * 7, ["red"] * 10]
     assert per_sample_vqa_accuracy(predictions, answers) == pytest.approx([1.0, 0.6, 0.0])
     assert vqa_accuracy_score(predictions, answers) == pytest.approx(160 / 3)
+    # "Yes" against ten "yes": 1 for the 2016 scorer, 0 for the current one
+    assert vqa_accuracy_score(["Yes"], [["yes"] * 10], scorer="2016") == 100.0
+    assert per_sample_vqa_accuracy(["Yes"], [["yes"] * 10]) == [0.0]
 
 
 @pytest.mark.parametrize("function", [per_sample_vqa_accuracy, vqa_accuracy_score])

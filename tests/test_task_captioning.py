@@ -113,7 +113,7 @@ def test_coco_captions_are_scored_with_the_coco_metrics_and_beat_the_constant_ca
     assert model.calls["images"] == len(IMAGES)
     assert set(model.settings) == {
         GenerationSettings(num_beams=3, max_length=20, min_length=5, repetition_penalty=1.0,
-                           sample=False, top_p=0.9, prompt="a picture of ")
+                           sample=False, top_p=0.9, prompt="a picture of ", length_normalization="blip")
     }
     assert set(metrics) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider", *DIVERSITY}
     # Every caption is one of its image's references: unigram precision and ROUGE-L are perfect.
@@ -250,6 +250,11 @@ def test_image_ids_and_settings():
     assert spice_setting({"spice": "False"}) is False  # how `--set spice=false` arrives
     with pytest.raises(ConfigError, match="spice"):
         spice_setting({"spice": "yes"})
+    protocol = task_spec("nocaps").protocol
+    assert generation_settings(protocol).length_normalization == "blip"
+    assert generation_settings({**protocol, "length_normalization": "generated"}).length_normalization == "generated"
+    with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
+        generation_settings({**protocol, "length_normalization": "tf5"})
     with pytest.raises(ConfigError, match="unknown split 'test'"):
         task_spec("coco_captioning").build().load(Path("/nonexistent"), "test", {})
 

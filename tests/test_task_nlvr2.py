@@ -24,6 +24,7 @@ from harness.capabilities import VisualFeatures
 from harness.errors import DataError
 from harness.toy.sizes import NLVR2_PAIRS
 from harness.toy.suite import BUILDERS
+from harness_tasks.nlvr2 import blip_sentence_group, official_sentence_group
 
 PAIRS = {"a": ("red", "blue"), "b": ("green", "green"), "c": ("blue", "yellow"), "d": ("yellow", "red")}
 STATEMENTS = [
@@ -90,11 +91,12 @@ def test_statements_are_judged_on_the_pair_as_annotated(tmp_path):
 
     assert predictions["0"] == {"probability": pytest.approx(0.8), "label": True}
     assert predictions["1"] == {"probability": pytest.approx(0.2), "label": False}
-    assert metrics == {"accuracy": 100.0}
+    assert metrics == {"accuracy": 100.0, "consistency": 100.0}
     assert model.calls["images"] == 2 * len(PAIRS)  # pair "a" serves two statements
     assert model.statements[0] == "the left image is red"  # pre_caption
     assert task.per_sample_metrics(dataset, predictions, protocol) == {str(i): {"accuracy": 100.0} for i in range(5)}
-    assert task.reference_levels(dataset, protocol) == {"accuracy": 60.0}
+    # five sentences (the set from the image name, and the text), each on one pair
+    assert task.reference_levels(dataset, protocol) == {"accuracy": 60.0, "consistency": 60.0}
 
 
 def test_probability_one_half_is_judged_false_as_blips_argmax_does(tmp_path):
@@ -102,7 +104,7 @@ def test_probability_one_half_is_judged_false_as_blips_argmax_does(tmp_path):
     task, dataset, protocol = load(tmp_path)
     predictions, metrics = evaluate_and_score(task, dataset, UndecidedVerifier(), make_context(tmp_path / "run", protocol))
     assert {p["label"] for p in predictions.values()} == {False}
-    assert metrics == {"accuracy": 40.0}
+    assert metrics == {"accuracy": 40.0, "consistency": 40.0}
 
 
 def test_an_image_recurring_in_a_later_batch_is_encoded_once_and_kept(tmp_path):
@@ -114,7 +116,58 @@ def test_an_image_recurring_in_a_later_batch_is_encoded_once_and_kept(tmp_path):
     predictions, metrics = evaluate_and_score(task, dataset, model, make_context(tmp_path / "run", protocol, batch_size=2))
     assert model.calls["images"] == 2 * len(PAIRS)
     assert predictions["5"]["label"] is True
-    assert metrics == {"accuracy": 100.0}
+    assert metrics == {"accuracy": 100.0, "consistency": 100.0}
+
+
+OFFICIAL = [  # identifier split-set-pair-sentence, (left, right), sentence, label
+    ("dev-7-0-0", ("green", "green"), "Both images are the same colour.", "True"),
+    ("dev-7-1-0", ("blue", "yellow"), "Both images are the same colour.", "False"),
+    ("dev-7-2-1", ("blue", "yellow"), "The left image is red.", "False"),
+    ("dev-7-3-1", ("yellow", "red"), "The left image is red.", "False"),
+    ("dev-8-0-0", ("red", "blue"), "The left image is red.", "True"),
+]
+
+
+def write_official_nlvr2(root: Path) -> Path:
+    """The official JSON-lines dev.json and images named as the official release names them."""
+    nlvr2 = root / "nlvr2"
+    lines = []
+    for identifier, colours, sentence, label in OFFICIAL:
+        pair = identifier.rsplit("-", 1)[0]
+        for k, colour in enumerate(colours):
+            write_image(nlvr2 / "images" / "dev" / f"{pair}-img{k}.png", COLOURS[colour], fmt="PNG")
+        lines.append(json.dumps({"identifier": identifier, "sentence": sentence, "label": label,
+                                 "left_url": "https://example.org/l.jpg", "right_url": "https://example.org/r.jpg"}))
+    (nlvr2 / "annotations").mkdir(parents=True, exist_ok=True)
+    (nlvr2 / "annotations" / "dev.json").write_text("\n".join(lines) + "\n")
+    return nlvr2
+
+
+def test_official_json_lines_are_read_and_consistency_is_per_sentence(tmp_path):
+    write_official_nlvr2(tmp_path)
+    task, dataset, protocol = load(tmp_path)
+    assert [s.sample_id for s in dataset.samples] == [o[0] for o in OFFICIAL]
+    assert dataset.samples[3].images[1].name == "dev-7-3-img1.png"
+    predictions, metrics = evaluate_and_score(task, dataset, ColourVerifier(), make_context(tmp_path / "run", protocol))
+    assert metrics == {"accuracy": 100.0, "consistency": 100.0}
+    # Always "false": right on dev-7-1-0, dev-7-2-1, dev-7-3-1 (3 of 5). Sentences (pair number
+    # blanked): dev-7--0 (one pair wrong), dev-7--1 (both right), dev-8--0 (wrong): 1 of 3.
+    predictions, metrics = evaluate_and_score(task, dataset, UndecidedVerifier(), make_context(tmp_path / "run2", protocol))
+    assert metrics == {"accuracy": 60.0, "consistency": pytest.approx(100 / 3)}
+
+
+def test_sentence_groups_follow_the_official_metrics():
+    assert official_sentence_group("dev-850-2-0") == "dev-850--0"
+    assert official_sentence_group("test1-0-1-1") == "test1-0--1"
+    assert blip_sentence_group("dev/dev-850-3-img0.png", "Two dogs.") == "dev-850: Two dogs."
+
+
+def test_a_malformed_official_identifier_is_named(tmp_path):
+    nlvr2 = write_official_nlvr2(tmp_path)
+    path = nlvr2 / "annotations" / "dev.json"
+    path.write_text(path.read_text() + json.dumps({"identifier": "dev-9-0", "sentence": "x", "label": "True"}) + "\n")
+    with pytest.raises(DataError, match=r"dev.json: record 5: identifier 'dev-9-0' is not split-set-pair-sentence"):
+        load(tmp_path)
 
 
 def test_sentences_are_cut_to_the_protocols_forty_words(tmp_path):
@@ -146,7 +199,7 @@ def test_an_unreadable_image_skips_every_statement_about_its_pair(tmp_path):
     predictions, metrics = evaluate_and_score(task, dataset, ColourVerifier(), ctx)
     assert sorted(ctx.predictions.skipped) == ["0", "1"]
     assert sorted(predictions) == ["2", "3", "4"]
-    assert metrics == {"accuracy": 100.0}
+    assert metrics == {"accuracy": 100.0, "consistency": 100.0}
     (problem,) = task.check(tmp_path, "dev", protocol)
     assert str(bad) in problem and "needed by sample 0, 1" in problem
 
@@ -183,7 +236,7 @@ def test_the_toy_suite_loads_and_checks_clean(toy_root, split):
     task, dataset, protocol = load(toy_root, split)
     assert len(dataset.samples) == NLVR2_PAIRS["dev"] and not dataset.skipped
     assert task.check(toy_root, split, protocol) == []
-    assert task.reference_levels(dataset, protocol) == {"accuracy": 50.0}
+    assert task.reference_levels(dataset, protocol) == {"accuracy": 50.0, "consistency": 50.0}
 
 
 def test_blip_tiny_judges_toy_statements_deterministically(toy_root, tmp_path):

@@ -14,7 +14,7 @@ from capability_doubles import (
 from media_files import write_mp4
 
 from harness.context import RunContext
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 from harness.media import load_video_frames
 from harness.metrics.retrieval import video_text_retrieval_metrics
 from harness.predictions import PredictionStore
@@ -189,6 +189,11 @@ def test_qa_generate_mode_and_levels(tmp_path):
     model = VideoAnswerModel()
     ctx = run(task, dataset, model, tmp_path / "run", proto)
     assert model.settings[0].num_beams == 3 and model.settings[0].max_length == 10 and model.settings[0].min_length == 1
+    assert model.settings[0].length_normalization == "blip"
+    with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
+        task.load(tmp_path / "data", "test", {**proto, "length_normalization": "4.15"})
+    with pytest.raises(ConfigError, match="frame_resize must be one of decord, pil"):
+        task.load(tmp_path / "data", "test", {**proto, "frame_resize": "ffmpeg"})
     assert task.score(dataset, ctx.predictions.predictions, proto)["accuracy"] == 100.0
     assert task.reference_levels(dataset, proto) == {"accuracy": pytest.approx(100 / VIDEOS)}
     per_sample = task.per_sample_metrics(dataset, {"0": "ZERO ", "1": "two"}, proto)

@@ -115,7 +115,7 @@ def test_rank_mode_answers_from_the_list_with_each_image_encoded_once(tmp_path):
     assert per_sample == {str(q[0]): {"accuracy": pytest.approx(100.0)} for q in QUESTIONS}
 
 
-def test_generate_mode_uses_the_vqa_decoding_settings_and_normalises_number_words(tmp_path):
+def test_generate_mode_uses_the_vqa_decoding_settings_and_scores_by_the_chosen_scorer(tmp_path):
     write_vqa(tmp_path, answer_list=False)
     task, dataset, protocol = load(tmp_path, mode="generate")
     model = ColourVQA()
@@ -123,8 +123,12 @@ def test_generate_mode_uses_the_vqa_decoding_settings_and_normalises_number_word
     predictions, metrics = evaluate_and_score(task, dataset, model, make_context(tmp_path / "run", protocol))
 
     assert predictions["11"] == "two" and predictions["21"] == "one"
-    assert metrics["accuracy"] == pytest.approx(100.0)
-    assert set(model.settings) == {GenerationSettings(num_beams=3, max_length=10, min_length=1)}
+    # current vqaEval.py: "two" matches the disagreeing "2"/"two" answers once both are
+    # normalised, but "one" is compared as given with the unanimous "1" answers and scores 0
+    assert metrics["accuracy"] == pytest.approx(500.0 / 6)
+    # the 2016 script normalises every prediction: "one" -> "1" matches
+    assert task.score(dataset, predictions, {**protocol, "vqa_scorer": "2016"}) == {"accuracy": pytest.approx(100.0)}
+    assert set(model.settings) == {GenerationSettings(num_beams=3, max_length=10, min_length=1, length_normalization="blip")}
 
 
 def test_generate_mode_passes_the_question_template_and_length_penalty(tmp_path):
@@ -147,9 +151,9 @@ def test_generate_mode_passes_the_question_template_and_length_penalty(tmp_path)
 )
 def test_malformed_decoding_settings_are_one_line_errors(tmp_path, protocol, message):
     write_vqa(tmp_path, answer_list=False)
-    task, dataset, merged = load(tmp_path, mode="generate", **protocol)
+    # Refused while loading, before any model runs.
     with pytest.raises(ConfigError, match=message):
-        evaluate_and_score(task, dataset, ColourVQA(), make_context(tmp_path / "run", merged))
+        load(tmp_path, mode="generate", **protocol)
 
 
 def test_the_majority_answer_is_the_reference_level(tmp_path):
@@ -234,6 +238,10 @@ def test_rank_mode_needs_the_answer_list_and_modes_are_checked(tmp_path):
         load(tmp_path)
     with pytest.raises(ConfigError, match="mode must be one of rank, generate"):
         load(tmp_path, mode="beam")
+    with pytest.raises(ConfigError, match="vqa_scorer: vqa scorer must be one of official, 2016"):
+        load(tmp_path, vqa_scorer="2021")
+    with pytest.raises(ConfigError, match="length_normalization must be one of blip, generated"):
+        load(tmp_path, length_normalization="none")
     (tmp_path / "vqav2" / "annotations" / "answer_list.json").write_text(json.dumps({"yes": 1}))
     with pytest.raises(DataError, match="answer_list.json: expected a non-empty JSON list"):
         load(tmp_path)

@@ -10,7 +10,7 @@ from harness.metrics.captioning import (
     nocaps_scores,
     spice_models_present,
 )
-from harness.metrics.classification import accuracy
+from harness.metrics.classification import accuracy, consistency
 from harness.metrics.dialog import mrr, ndcg, ranks_from_scores, visdial_metrics
 from harness.metrics.diversity import distinct_n, mbleu4, vocabulary_size
 from harness.metrics.retrieval import (
@@ -29,6 +29,7 @@ __all__ = [
     "distinct_n",
     "caption_scores",
     "cider_per_example",
+    "consistency",
     "image_text_retrieval_metrics",
     "mbleu4",
     "mean_rank",

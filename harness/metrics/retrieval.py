@@ -65,8 +65,8 @@ def _ranks_of_targets(
         raise ValueError(
             f"{targets_name} has {len(targets)} entries but {scores_name} has {n_queries} query rows"
         )
-    query_index: list[np.ndarray] = []
-    target_index: list[np.ndarray] = []
+    best_scores = np.empty(n_queries, dtype=scores.dtype)
+    correct_at_best = np.empty(n_queries, dtype=np.int64)
     for query, query_targets in enumerate(targets):
         indices = np.asarray(query_targets)
         if indices.ndim != 1 or indices.size == 0:
@@ -80,25 +80,21 @@ def _ranks_of_targets(
                 f"{targets_name}[{query}] = {indices.tolist()} has an index outside 0..{n_candidates - 1} "
                 f"(the {n_candidates} candidates of {scores_name})"
             )
-        query_index.append(np.full(indices.size, query))
-        target_index.append(indices)
-    pair_query = np.concatenate(query_index)
-    pair_target = np.concatenate(target_index)
-    target_scores = scores[pair_query, pair_target]
+        target_scores = scores[query, np.unique(indices)]
+        best_scores[query] = target_scores.max()
+        correct_at_best[query] = int((target_scores >= best_scores[query]).sum())
 
-    # Rank = number of candidates scoring >= the target, the target itself included: every tie
-    # is counted against the target. A model that gives every candidate the same score must get
-    # the worst rank, not the best one (an argsort would hand it R@1 = 100 or an arbitrary
-    # order-dependent value).
-    pair_ranks = np.empty(pair_query.size, dtype=np.int64)
+    # A query's rank is that of its best-scoring correct candidate: 1 + the number of WRONG
+    # candidates scoring >= it. Ties with wrong candidates count against the target (a model
+    # that gives every candidate the same score must get the worst rank, not the best one an
+    # argsort would hand it); other correct candidates never count, whatever their score, as in
+    # BLIP's ``itm_eval``, where the best of an image's captions wins under every tie order.
+    ranks = np.empty(n_queries, dtype=np.int64)
     step = max(1, _ELEMENTS_PER_CHUNK // n_candidates)
-    for start in range(0, pair_query.size, step):
+    for start in range(0, n_queries, step):
         stop = start + step
-        rows = scores[pair_query[start:stop]]
-        pair_ranks[start:stop] = (rows >= target_scores[start:stop, None]).sum(axis=1)
-
-    ranks = np.full(n_queries, n_candidates, dtype=np.int64)
-    np.minimum.at(ranks, pair_query, pair_ranks)
+        at_or_above = (scores[start:stop] >= best_scores[start:stop, None]).sum(axis=1)
+        ranks[start:stop] = at_or_above - correct_at_best[start:stop] + 1
     return ranks
 
 
@@ -109,12 +105,14 @@ def ranks_of_targets(scores: np.ndarray, targets: Sequence[Sequence[int]]) -> np
     retrieved at rank r when its best caption is at rank r. This function computes that rank for
     every query row of a score matrix.
 
-    Ties are resolved pessimistically: a target ranks after every *other* candidate whose score
-    is greater than or equal to its own, i.e. ``rank = 1 + #{j != target : scores[q, j] >=
-    scores[q, target]}``. A broken model that outputs a constant score must not be credited with
-    R@1 = 100 (which an argsort would do when the target happens to come first); with
-    pessimistic ties it gets the worst possible rank. For ordinary float scores, exact ties are
-    rare and the result equals BLIP's argsort-based ranks.
+    Only wrong candidates count against a target: ``rank = 1 + #{j wrong : scores[q, j] >=
+    scores[q, target]}``. Two correct captions that tie (identical after ``pre_caption``) give
+    their image rank 1, as BLIP's ``itm_eval`` does under every tie order. Ties with a wrong
+    candidate are resolved pessimistically (the wrong one ranks first): a broken model that
+    outputs a constant score must not be credited with R@1 = 100 (which an argsort would do
+    when the target happens to come first), and BLIP's argsort order among tied scores is not
+    reproducible anyway. For ordinary float scores, exact ties are rare and the result equals
+    BLIP's argsort-based ranks.
 
     Parameters
     ----------
@@ -135,6 +133,8 @@ def ranks_of_targets(scores: np.ndarray, targets: Sequence[Sequence[int]]) -> np
     [2, 3]
     >>> ranks_of_targets(scores, [[1, 2], [0]]).tolist()
     [2, 3]
+    >>> ranks_of_targets(np.array([[0.7, 0.7, 0.1]]), [[0, 1]]).tolist()
+    [1]
 
     References
     ----------

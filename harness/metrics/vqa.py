@@ -1,11 +1,14 @@
 """The VQA v2 accuracy metric, following the official evaluation script rule for rule.
 
-VQA answers are free-form strings from ten annotators, so the official metric first normalises
-the predicted answer (punctuation, number words, articles, contractions) and then gives credit
-for agreeing with at least three annotators, averaged over the ten leave-one-annotator-out
-subsets. Numbers reported on the VQA v2 evaluation server (and in the BLIP paper) come from that
-script, so the rules below reproduce its behaviour, quirks included, rather than a cleaner
-normalisation of our own.
+VQA answers are free-form strings from ten annotators, so the official metric normalises answers
+(punctuation, number words, articles, contractions) and then gives credit for agreeing with at
+least three annotators, averaged over the ten leave-one-annotator-out subsets. Numbers reported
+on the VQA v2 evaluation server come from that script, so the rules below reproduce its
+behaviour, quirks included, rather than a cleaner normalisation of our own.
+
+The script exists in two versions that score some answers differently (see
+:func:`vqa_accuracy`): the current one (``"official"``, GT-Vision-Lab/VQA since March 2021) and
+the 2016 one (``"2016"``) that LAVIS and other code bases still ship.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ _NUMBER_WORDS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
 _ARTICLES = frozenset({"a", "an", "the"})
+# Both versions of the script pass ``re.UNICODE`` (32) where ``re.sub`` takes its ``count``, so
+# at most this many periods are removed from one answer.
+_MAX_PERIODS_REMOVED = int(re.UNICODE)
+
+VQA_SCORERS = ("official", "2016")
+"""Versions of the official scorer :func:`vqa_accuracy` can follow; the first is the default."""
 
 # Spelling the official script rewrites -> the form it rewrites it to, grouped by target. Entries
 # of the official table that can never fire are left out: keys with a capital letter (the answer
@@ -85,13 +94,26 @@ def _process_punctuation(text: str) -> str:
     for mark in _PUNCTUATION:
         touches_space = f"{mark} " in text or f" {mark}" in text
         result = result.replace(mark, "" if delete_all or touches_space else " ")
-    # The official script passes re.UNICODE (32) where ``count`` goes, so it would leave periods
-    # after the 32nd in place; no VQA answer comes close, so all of them are handled here.
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", result)
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", result, count=_MAX_PERIODS_REMOVED)
+
+
+def _process_digit_article(text: str) -> str:
+    """The official script's word step: lowercase, number words to digits, articles dropped,
+    apostrophe-less contractions restored, words joined by single spaces."""
+    words = (_NUMBER_WORDS.get(word, word) for word in text.lower().split())
+    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
+
+
+def _clean_whitespace(text: str) -> str:
+    """Newlines and tabs become spaces and the ends are stripped (the script's first step)."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
 
 
 def normalize_answer(answer: str) -> str:
-    """Normalise a free-form answer the way the official VQA evaluation normalises predictions.
+    """Normalise a free-form answer with every step of the official VQA evaluation.
+
+    The current script applies it to the prediction and the answers when annotators disagree;
+    the 2016 one to every prediction (see :func:`vqa_accuracy`).
 
     Steps, in order: newlines and tabs become spaces and the ends are stripped; punctuation is
     deleted or replaced by a space (see the rules in the module); the text is lowercased and
@@ -123,12 +145,17 @@ def normalize_answer(answer: str) -> str:
     """
     if not isinstance(answer, str):
         raise ValueError(f"an answer must be a string, got {answer!r}")
-    text = _process_punctuation(answer.replace("\n", " ").replace("\t", " ").strip())
-    words = (_NUMBER_WORDS.get(word, word) for word in text.lower().split())
-    return " ".join(_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES)
+    return _process_digit_article(_process_punctuation(_clean_whitespace(answer)))
 
 
-def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+def check_vqa_scorer(scorer: str) -> str:
+    """Return ``scorer`` if it names a version in :data:`VQA_SCORERS`, else raise ValueError."""
+    if scorer not in VQA_SCORERS:
+        raise ValueError(f"vqa scorer must be one of {', '.join(VQA_SCORERS)}, got {scorer!r}")
+    return scorer
+
+
+def vqa_accuracy(prediction: str, gt_answers: Sequence[str], *, scorer: str = "official") -> float:
     """VQA accuracy of one predicted answer against the annotators' answers, in [0, 1].
 
     An answer counts as fully correct when at least three annotators gave it. To make the score
@@ -138,10 +165,17 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
     or 4+ matches. With fewer than ten answers the same rule runs over the answers there are;
     note that a single answer always scores 0 (leaving it out leaves nothing to match).
 
-    Following the official script exactly, the prediction is normalised with
-    :func:`normalize_answer`, while the ground-truth answers are taken as given (the released
-    VQA v2 annotations are already normalised) except that, when they are not all identical,
-    they pass through the punctuation step only.
+    What is compared depends on the version of the official script:
+
+    ``"official"`` (current ``vqaEval.py``)
+        Newlines and tabs become spaces and the ends are stripped, in the prediction and in the
+        answers. Then, only when the answers are not all identical, the answers *and* the
+        prediction are normalised (:func:`normalize_answer`). When all answers are identical,
+        neither is normalised: ``"Yes"`` or ``"yes."`` scores 0 against ten ``"yes"``.
+    ``"2016"`` (the version LAVIS ships)
+        The prediction is always normalised; the answers are taken as given except that, when
+        they are not all identical, they pass through the punctuation step only (no
+        lowercasing, no number words): ``"2"`` does not match an annotator's ``"two"``.
 
     Parameters
     ----------
@@ -149,6 +183,8 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
         The model's answer, raw.
     gt_answers : sequence of str
         The annotators' answers (ten in VQA v2).
+    scorer : {"official", "2016"}
+        Version of the official script to follow.
 
     Returns
     -------
@@ -160,12 +196,16 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
     1.0
     >>> vqa_accuracy("yes", ["yes", "yes", "no", "no", "no", "no", "no", "no", "no", "no"])
     0.6
+    >>> vqa_accuracy("Yes", ["yes"] * 10), vqa_accuracy("Yes", ["yes"] * 10, scorer="2016")
+    (0.0, 1.0)
 
     References
     ----------
     Antol et al., "VQA: Visual Question Answering", ICCV 2015; Goyal et al., "Making the V in
-    VQA Matter", CVPR 2017; ``vqaEval.py`` in github.com/GT-Vision-Lab/VQA.
+    VQA Matter", CVPR 2017; ``PythonEvaluationTools/vqaEvaluation/vqaEval.py`` in
+    github.com/GT-Vision-Lab/VQA (current: commit a013f00, 2021; 2016: commit 458a8b2).
     """
+    check_vqa_scorer(scorer)
     if isinstance(gt_answers, str):
         raise ValueError(f"gt_answers must be a sequence of answers, got the single string {gt_answers!r}")
     answers = list(gt_answers)
@@ -174,16 +214,27 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
     for answer in answers:
         if not isinstance(answer, str):
             raise ValueError(f"every ground-truth answer must be a string, got {answer!r}")
-    predicted = normalize_answer(prediction)
-    if len(set(answers)) > 1:
-        answers = [_process_punctuation(answer) for answer in answers]
+    if not isinstance(prediction, str):
+        raise ValueError(f"an answer must be a string, got {prediction!r}")
+    if scorer == "official":
+        answers = [_clean_whitespace(answer) for answer in answers]
+        predicted = _clean_whitespace(prediction)
+        if len(set(answers)) > 1:
+            answers = [normalize_answer(answer) for answer in answers]
+            predicted = normalize_answer(predicted)
+    else:
+        predicted = normalize_answer(prediction)
+        if len(set(answers)) > 1:
+            answers = [_process_punctuation(answer) for answer in answers]
     is_match = [answer == predicted for answer in answers]
     total_matches = sum(is_match)
     per_subset = [min(1.0, (total_matches - left_out) / 3) for left_out in is_match]
     return sum(per_subset) / len(per_subset)
 
 
-def per_sample_vqa_accuracy(predictions: Sequence[str], gt_answers: Sequence[Sequence[str]]) -> list[float]:
+def per_sample_vqa_accuracy(
+    predictions: Sequence[str], gt_answers: Sequence[Sequence[str]], *, scorer: str = "official"
+) -> list[float]:
     """VQA accuracy of each question, in [0, 1]; for bootstrap intervals and per-sample files.
 
     Parameters
@@ -192,6 +243,8 @@ def per_sample_vqa_accuracy(predictions: Sequence[str], gt_answers: Sequence[Seq
         One raw answer per question.
     gt_answers : sequence of sequences of str
         The annotators' answers of each question, aligned with ``predictions``.
+    scorer : {"official", "2016"}
+        Version of the official script to follow (see :func:`vqa_accuracy`).
 
     Returns
     -------
@@ -214,11 +267,14 @@ def per_sample_vqa_accuracy(predictions: Sequence[str], gt_answers: Sequence[Seq
     if len(predictions) == 0:
         raise ValueError("no predictions; VQA accuracy over zero questions is undefined")
     return [
-        vqa_accuracy(prediction, answers) for prediction, answers in zip(predictions, gt_answers, strict=True)
+        vqa_accuracy(prediction, answers, scorer=scorer)
+        for prediction, answers in zip(predictions, gt_answers, strict=True)
     ]
 
 
-def vqa_accuracy_score(predictions: Sequence[str], gt_answers: Sequence[Sequence[str]]) -> float:
+def vqa_accuracy_score(
+    predictions: Sequence[str], gt_answers: Sequence[Sequence[str]], *, scorer: str = "official"
+) -> float:
     """Mean VQA accuracy over questions, in percent (the number VQA v2 tables report).
 
     Parameters
@@ -227,6 +283,8 @@ def vqa_accuracy_score(predictions: Sequence[str], gt_answers: Sequence[Sequence
         One raw answer per question.
     gt_answers : sequence of sequences of str
         The annotators' answers of each question, aligned with ``predictions``.
+    scorer : {"official", "2016"}
+        Version of the official script to follow (see :func:`vqa_accuracy`).
 
     Returns
     -------
@@ -241,5 +299,5 @@ def vqa_accuracy_score(predictions: Sequence[str], gt_answers: Sequence[Sequence
     ----------
     See :func:`vqa_accuracy`; BLIP (ICML 2022), Table 8.
     """
-    scores = per_sample_vqa_accuracy(predictions, gt_answers)
+    scores = per_sample_vqa_accuracy(predictions, gt_answers, scorer=scorer)
     return 100.0 * sum(scores) / len(scores)

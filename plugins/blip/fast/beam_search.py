@@ -8,15 +8,27 @@ cross-attention are independent, so the beams of one image are laid side by side
 query axis of one attention call), the self-attention keys and values live in one preallocated
 tensor that beam reordering gathers in place, and the prompt is run once per image, not per beam.
 
-The search itself is transformers' (5.x) beam search step for step, so the chosen captions are the
+The search itself is transformers' beam search step for step, so the chosen captions are the
 same: log-softmax in float32, then the repetition penalty on log-probabilities (the prompt counts
 as seen) and the minimum length (``[SEP]`` banned); the best ``2 * beams`` continuations over all
-beams; a continuation that ends (``[SEP]``, or the maximum length reached) becomes a finished
-hypothesis when it ranks among the first ``beams``, scored by its log-probability over its
-generated length (``length_penalty`` 1); the open beams are the best ``beams`` that did not end;
-an item stops when no open beam can beat its worst finished hypothesis (transformers'
-``early_stopping=False`` heuristic). Nucleus sampling and single-beam search stay with
-``generate``.
+beams; a continuation that ends with ``[SEP]`` becomes a finished hypothesis when it ranks among
+the first ``beams``; the open beams are the best ``beams`` that did not end; an item stops when
+no open beam can beat its worst finished hypothesis (``early_stopping=False``). How a finished
+hypothesis is scored, and when an item stops, follows one of two versions of transformers
+(``length_penalty`` 1 in both):
+
+- ``blip``, transformers 4.15 (``generation_beam_search.py``), which BLIP ran: a hypothesis
+  ending at a step that starts from ``L`` tokens (prompt and ``[DEC]`` included) scores its
+  summed log-probability, end token included, divided by ``L``; the item is done when its
+  ``beams`` finished hypotheses are all at least the best continuation's score (ended or not)
+  divided by ``L``; at the maximum length the open beams of an item not yet done are finished
+  with their score divided by the maximum length.
+- ``generated``, transformers 5: divided by the number of generated tokens, end token included;
+  done against the best open beam over the same count; at the maximum length the first ``beams``
+  continuations are finished like ended ones.
+
+With a 4-token prompt BLIP's rule favours shorter captions. Nucleus sampling and single-beam
+search stay with ``generate``.
 
 Every parameter is read from transformers' ``BlipTextLMHeadModel`` (its ``bert`` and ``cls``).
 Inference only; precision is the caller's autocast.
@@ -47,6 +59,8 @@ class BeamSettings:
     pad_token_id: int
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
+    length_normalization: str = "blip"
+    """``blip`` (transformers 4.15) or ``generated`` (transformers 5); see the module."""
 
 
 class DecoderState:
@@ -125,6 +139,26 @@ def _penalise_repeats(log_probs: torch.Tensor, seen: torch.Tensor, penalty: floa
     return log_probs.scatter(1, seen, scores)
 
 
+def _keep_best(
+    kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    sequences: torch.Tensor,
+    scores: torch.Tensor,
+    offered: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each item's best ``beams`` finished hypotheses after offering the ``offered`` rows of
+    ``sequences`` (items, rows, max_length) with their normalised ``scores`` (items, rows).
+
+    ``kept`` is (sequences, scores, is_finished) with ``beams`` slots per item, best first; an
+    empty slot scores ``FINISHED_PENALTY``, and a row not offered ranks below every slot.
+    """
+    kept_sequences, kept_scores, kept_finished = kept
+    beams = kept_scores.shape[1]
+    merged_scores = torch.cat((kept_scores, torch.where(offered, scores, 2 * FINISHED_PENALTY)), dim=1)
+    best = merged_scores.topk(beams)[1]
+    sequences = torch.cat((kept_sequences, sequences), dim=1).gather(1, best[:, :, None].expand(-1, -1, sequences.shape[2]))
+    return sequences, merged_scores.gather(1, best), torch.cat((kept_finished, offered), dim=1).gather(1, best)
+
+
 @torch.inference_mode()
 def beam_search(
     decoder: nn.Module,
@@ -154,6 +188,7 @@ def beam_search(
     in_first_beams = torch.arange(keep, device=device) < beams
     item_offset = torch.arange(items, device=device)[:, None] * beams
 
+    blip_lengths = settings.length_normalization == "blip"
     for length in range(prompt_length, max_length):
         if length > prompt_length:
             log_probs = F.log_softmax(state.logits(running[:, :, length - 1].reshape(-1, 1)), dim=-1)
@@ -167,27 +202,32 @@ def beam_search(
         source = top_index // vocab
         candidates = running.gather(1, source[:, :, None].expand(-1, -1, max_length))
         candidates[:, :, length] = top_index % vocab
-        ends = (candidates[:, :, length] == settings.eos_token_id) | (length + 1 >= max_length)
+        is_eos = candidates[:, :, length] == settings.eos_token_id
+        last = length + 1 >= max_length
 
-        open_scores = top_scores + ends.float() * FINISHED_PENALTY
-        survivors = open_scores.topk(beams)[1]
+        survivors = (top_scores + is_eos.float() * FINISHED_PENALTY).topk(beams)[1]
         running = candidates.gather(1, survivors[:, :, None].expand(-1, -1, max_length))
-        running_scores = open_scores.gather(1, survivors)
+        running_scores = top_scores.gather(1, survivors)
 
-        normalised = top_scores / (length + 1 - prompt_length) ** settings.length_penalty
-        normalised = normalised + (~improvable).float() * FINISHED_PENALTY
-        new_finished = ends & in_first_beams[None]
-        normalised = normalised + (~new_finished).float() * FINISHED_PENALTY
-        merged_scores = torch.cat((finished_scores, normalised), dim=1)
-        best = merged_scores.topk(beams)[1]
-        finished = torch.cat((finished, candidates), dim=1).gather(1, best[:, :, None].expand(-1, -1, max_length))
-        finished_scores = merged_scores.gather(1, best)
-        is_finished = torch.cat((is_finished, new_finished), dim=1).gather(1, best)
-
-        best_open = running_scores[:, :1] / (length + 1 - prompt_length) ** settings.length_penalty
+        if blip_lengths:
+            # 4.15: over the sequence before the end token; done against the best continuation
+            ends, divisor, best_open = is_eos, length, top_scores[:, :1]
+        else:
+            ends, divisor, best_open = is_eos | last, length + 1 - prompt_length, running_scores[:, :1]
+        scale = divisor**settings.length_penalty
+        finished, finished_scores, is_finished = _keep_best(
+            (finished, finished_scores, is_finished), candidates, top_scores / scale,
+            ends & in_first_beams[None] & improvable,
+        )
         worst_finished = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], FINISHED_PENALTY)
-        improvable = improvable & (best_open > worst_finished).any(dim=-1, keepdim=True)
-        if length + 1 >= max_length or not bool(improvable.any()):
+        improvable = improvable & (best_open / scale > worst_finished).any(dim=-1, keepdim=True)
+        if last and blip_lengths:
+            # 4.15 finalises the open beams of an item not done, over the whole sequence
+            finished, finished_scores, is_finished = _keep_best(
+                (finished, finished_scores, is_finished), running,
+                running_scores / max_length**settings.length_penalty, improvable.expand(-1, beams),
+            )
+        if last or not bool(improvable.any()):
             break
         state.reorder((source.gather(1, survivors) + item_offset).view(-1))
     return finished[:, 0]

@@ -79,18 +79,22 @@ class BlipModel:
     # VideoEncoder
     @torch.inference_mode()
     def encode_videos(self, frames: torch.Tensor) -> VisualFeatures:
-        """(B, F, 3, S, S) -> the B*F frames through the ViT as images; ITC embedding = mean of the
-        frames' normalised embeddings, re-normalised; tokens of all frames concatenated (B, F*L, H)."""
+        """(B, F, 3, S, S) -> the B*F frames through the ViT as images; ITC embedding = the mean
+        over frames of the projected (not yet normalised) CLS, then normalised, as BLIP's
+        ``eval_retrieval_video.py``; tokens of all frames concatenated (B, F*L, H)."""
         batch, num_frames = frames.shape[:2]
         per_frame = self.encode_images(frames.flatten(0, 1))
         tokens = per_frame.tokens.reshape(batch, num_frames * per_frame.tokens.shape[1], per_frame.tokens.shape[2])
-        embeds = per_frame.embeds
-        if embeds is not None:
-            embeds = F.normalize(embeds.reshape(batch, num_frames, -1).mean(dim=1), dim=-1)
+        with self.autocast():
+            projected = self.image_embeds(per_frame.tokens, normalize=False)
+        embeds = None
+        if projected is not None:
+            embeds = F.normalize(projected.reshape(batch, num_frames, -1).mean(dim=1), dim=-1)
         return VisualFeatures(embeds=embeds, tokens=tokens)
 
-    def image_embeds(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """ITC embeddings from ViT tokens; None for heads without an ITC projection."""
+    def image_embeds(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor | None:
+        """ITC embeddings from ViT tokens (L2-normalised unless ``normalize`` is False: video
+        pooling averages the raw projections); None for heads without an ITC projection."""
         return None
 
     def tokenize(

@@ -3,8 +3,9 @@
 Lengths count every token the decoder holds, the BOS and the prompt included, as BLIP passes them
 to ``generate`` (transformers counts ``max_length``/``min_length`` the same way for a decoder-only
 model). ``[SEP]`` ends a sequence. Beam search (BLIP's protocol) runs through
-``beam_search.py``, which chooses what ``generate`` chooses at a fraction of the cost; nucleus
-sampling and single-beam search go through ``generate``.
+``beam_search.py``, which chooses what transformers 4.15's ``generate`` chose for BLIP
+(``length_normalization="blip"``) or what transformers 5's chooses (``"generated"``) at a
+fraction of the cost; nucleus sampling and single-beam search go through ``generate``.
 """
 
 from __future__ import annotations
@@ -61,5 +62,7 @@ def decode(
         eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,
         repetition_penalty=settings.repetition_penalty,
+        length_penalty=settings.length_penalty,
+        length_normalization=settings.length_normalization,
     )
     return beam_search(decoder, prompt_ids, encoder_states, encoder_mask, beams)

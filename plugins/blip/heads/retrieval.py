@@ -53,8 +53,9 @@ class BlipRetrievalModel(BlipModel):
     False runs transformers' text encoder on the image tokens repeated per pair, the reference
     that the parity test and the benchmarks compare against."""
 
-    def image_embeds(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.module.vision_proj(tokens[:, 0]).float(), dim=-1)
+    def image_embeds(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        projected = self.module.vision_proj(tokens[:, 0]).float()
+        return F.normalize(projected, dim=-1) if normalize else projected
 
     # ImageTextEmbedder
     @torch.inference_mode()
