@@ -146,7 +146,8 @@ def test_video_features_are_keyed_by_frame_settings(tmp_path) -> None:
     calls = Calls(model)
 
     def tokens(num_frames: int) -> list[torch.Tensor]:
-        ctx = context(tmp_path, cache, num_frames=num_frames, frame_sampling="strided")
+        ctx = context(tmp_path, cache, num_frames=num_frames, frame_sampling="strided", frame_resize="decord",
+                      image_size=model.image_size)
         return [visual.tokens for _, visual, _ in encoded_videos(model, videos, ctx)]
 
     first = tokens(4)

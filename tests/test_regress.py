@@ -254,5 +254,5 @@ def test_rerun_with_the_reference_settings(tmp_path, capsys):
     (rerun,) = find_records(tmp_path / "ci")
     assert rerun.data["samples"]["limit"] == 8 and rerun.task == "nlvr2"
     assert f"run: {rerun.path}" in out
-    assert "regress: passed, 1 metrics in 1 record(s) within tolerance" in out
+    assert "regress: passed, 2 metrics in 1 record(s) within tolerance" in out  # accuracy, consistency
     assert main(["regress", "--reference", str(reference), str(tmp_path / "ci")]) == ExitCode.OK
