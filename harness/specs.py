@@ -63,6 +63,16 @@ class ModelSpec:
     protocol_overrides: Mapping[str, Any] = field(default_factory=dict)
     """Protocol keys this model changes for every task (a tiny test model runs at 64 px, not
     384); applied over the task's defaults and under the user's ``--set``, and recorded."""
+    missing_weights: Factory | None = None
+    """``"module:function"`` taking a ``ModelRequest`` and returning None when the weights that
+    request would load are here, else one line naming them and the exact command that fetches
+    them; ``harness run`` asks it for every task before loading any weights, so all missing
+    checkpoints are reported at once. None: the model needs no files (or cannot tell)."""
+
+    def weights_problem(self, request: ModelRequest) -> str | None:
+        if self.missing_weights is None:
+            return None
+        return resolve_factory(self.missing_weights, f"model {self.name!r}")(request)
 
     def build(self, request: ModelRequest) -> Any:
         return resolve_factory(self.factory, f"model {self.name!r}")(request)
@@ -82,6 +92,10 @@ class TaskSpec:
     default_split: str
     data_dir: str
     """Folder under ``--data-root`` that holds this task's annotations and media."""
+    programs: Mapping[str, str] = field(default_factory=dict)
+    """External programs the task runs (name on PATH -> why, and how to install it); ``harness
+    run`` looks them up before any weights load, so scoring cannot fail for want of one hours
+    later."""
 
     def build(self) -> Any:
         return resolve_factory(self.factory, f"task {self.name!r}")(self)

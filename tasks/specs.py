@@ -12,6 +12,9 @@ from harness.specs import TaskSpec
 
 _RETRIEVAL_CAPS = ("ImagePreprocessor", "ImageEncoder", "ImageTextEmbedder")
 _VIDEO_QA_CAPS = ("ImagePreprocessor", "VideoEncoder", "VisualQuestionAnswerer")
+_SCORED_WITH_JAVA = {
+    "java": "pycocoevalcap's PTB tokenizer and METEOR run on Java; install a JRE, e.g. apt-get install default-jre-headless",
+}
 
 _RETRIEVAL = {
     "image_size": 384,
@@ -82,6 +85,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("karpathy_test", "karpathy_val"),
         default_split="karpathy_test",
         data_dir="coco",
+        programs=_SCORED_WITH_JAVA,
     ),
     TaskSpec(
         name="nocaps",
@@ -92,6 +96,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         splits=("val",),
         default_split="val",
         data_dir="nocaps",
+        programs=_SCORED_WITH_JAVA,
     ),
     TaskSpec(
         name="vqav2",

@@ -30,6 +30,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         capabilities=ALL_CAPABILITIES,
         default_weights=BASE_WEIGHTS,
+        missing_weights="harness_plugins.blip.presets:missing_blip_weights",
     ),
     ModelSpec(
         name="blip-large",
@@ -40,6 +41,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         capabilities=ALL_CAPABILITIES,
         default_weights=LARGE_WEIGHTS,
+        missing_weights="harness_plugins.blip.presets:missing_blip_large_weights",
     ),
     ModelSpec(
         name="blip-tiny",
