@@ -85,6 +85,9 @@ def check_before_computing(
         )
     failed: list[str] = []
     for task in tasks:
+        if not skip_bad and (data_root / task.spec.data_dir).is_dir():
+            # The first malformed record stops the run with the load's own precise line.
+            task.spec.build().load(data_root, task.split, dict(task.protocol), skip_bad=False)
         lines = data_check(task.spec, data_root, task.split, task.protocol)
         problems = [line for line in lines if not isinstance(line, CheckNote)]
         notes = len(lines) - len(problems)

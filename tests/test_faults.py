@@ -211,7 +211,8 @@ def test_a_bad_media_file_stops_the_run_naming_it_and_skip_bad_resumes_past_it(
     assert code == 2
     assert_one_clear_line(err, str(bad.resolve()), message)
     on_disk = {line["sample_id"] for line in finished_records(output)}
-    assert on_disk == {str(r.get("question_id", i)) for i, r in enumerate(records)} - needing
+    # The data check before computing stops the run before its first prediction.
+    assert on_disk == set()
 
     code, out, err = harness_run(capsys, run_args(data, task, output, "--skip-bad"))
     assert code == 0, err
