@@ -384,10 +384,12 @@ class Runner:
         config = self.config
         store = ctx.predictions
         predictions = {sid: store.predictions[sid] for sid in dataset.sample_ids if sid in store.predictions}
-        with ctx.stage("score", items=len(predictions)), silenced_output(config.quiet):
-            metrics = task.score(dataset, predictions, ctx.protocol)
-        levels = task.reference_levels(dataset, ctx.protocol)
-        per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol)
+        # Scoring and the chance levels run pycocoevalcap's Java scorers, whose chatter --quiet hides.
+        with silenced_output(config.quiet):
+            with ctx.stage("score", items=len(predictions)):
+                metrics = task.score(dataset, predictions, ctx.protocol)
+            levels = task.reference_levels(dataset, ctx.protocol)
+            per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol)
         per_sample_file = None
         if per_sample:
             write_jsonl_atomic(run_dir / PER_SAMPLE_NAME,

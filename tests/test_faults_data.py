@@ -360,3 +360,15 @@ def test_a_run_on_the_cpu_sets_the_thread_count_by_the_rule(
     assert main(run_args(data, "vqav2", tmp_path / "runs")) == 0, capsys.readouterr().err
     assert torch.get_num_threads() == 1
 
+
+
+@pytest.mark.slow
+def test_a_quiet_captioning_run_leaves_stderr_empty(
+    tmp_path: Path, toy_root: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """pycocoevalcap's Java tokenizer prints its token counts while scoring and while computing
+    the chance levels; --quiet hides both."""
+    assert main(run_args(toy_root, "coco_captioning", tmp_path / "runs", "--limit", "3")) == 0
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert "coco_captioning [karpathy_test] blip-tiny: bleu1=" in out
