@@ -154,7 +154,7 @@ class RunContext:
 
 
 class PlainProgress:
-    """Progress as plain lines on stdout, for logs: one when the stage starts, then one every
+    """Progress as plain lines on stdout, for logs: one at the stage's first step, then one every
     ``RunContext.progress_seconds`` at most, e.g. ``[2/11] coco_captioning: caption 64/5000
     (1 %), 3.2/s, about 25 min left``. Iterable like tqdm, or counted with ``update(n)``."""
 
