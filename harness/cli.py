@@ -102,7 +102,9 @@ def cmd_toy_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
+    from harness.preflight import data_check
     from harness.registry import get_registry
+    from harness.task import CheckNote
     from harness.toy import ensure_toy_suite
 
     registry = get_registry()
@@ -116,13 +118,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     problems_total = 0
     for spec in specs:
         split = args.split if args.split in spec.splits else spec.default_split
-        if not (root / spec.data_dir).is_dir():
-            print(f"{spec.name} [{split}]: missing directory {root / spec.data_dir}")
-            problems_total += 1
-            continue
-        problems = spec.build().check(root, split, dict(spec.protocol))
-        for problem in problems:
-            print(f"{spec.name} [{split}]: {problem}")
+        lines = data_check(spec, root, split, spec.protocol)
+        problems = [line for line in lines if not isinstance(line, CheckNote)]
+        for line in lines:
+            print(f"{spec.name} [{split}]: {'note: ' if isinstance(line, CheckNote) else ''}{line}")
         problems_total += len(problems)
         print(f"{spec.name} [{split}]: {'ok' if not problems else f'{len(problems)} problem(s)'}")
     print(f"checked {len(specs)} task(s) under {root}: {problems_total} problem(s)")

@@ -4,6 +4,7 @@ stages, the checkpointed prediction store, and the share of samples this process
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,6 +61,14 @@ class RunContext:
     halvings: int = 0
     """How often an out-of-memory error halved the batches; kept across calls so later stages
     start at the size that fits instead of failing again."""
+    label: str = ""
+    """Which task of the run this is, as ``[2/11] coco_captioning``: prefixes every progress line."""
+    progress_seconds: float = 30.0
+    """Plain progress lines (not on a terminal) come at most this often."""
+    last_progress_line: float = field(default=-math.inf, repr=False)
+    open_progress: int = field(default=0, repr=False)
+    """Plain progress counters now open: a counter opened inside another (the captions of one
+    encoded batch) stays silent, so the log follows the stage that measures the whole task."""
 
     def pending(self, dataset: Dataset) -> list[Any]:
         """Samples still to do for this process: not finished in an earlier attempt, owned here."""
@@ -70,17 +79,18 @@ class RunContext:
             and owner_rank(sample.sample_id, self.world_size) == self.rank
         ]
 
-    @property
-    def show_progress(self) -> bool:
-        return not self.quiet and self.rank == 0 and sys.stderr.isatty()
-
     def progress(self, iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
-        """A tqdm bar on an interactive terminal of process 0; the plain iterable otherwise."""
-        if not self.show_progress:
+        """``iterable``, reporting progress on process 0 unless ``quiet``: a tqdm bar on an
+        interactive terminal, plain lines on stdout otherwise (SLURM, nohup, CI logs). A bar
+        without a name, or over a single step, tells nothing and is left out."""
+        if self.quiet or self.rank != 0 or not desc or (total is not None and total <= 1):
             return iterable
-        from tqdm.auto import tqdm
+        name = f"{self.label}: {desc}" if self.label else desc
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+            return tqdm(iterable, total=total, desc=name, leave=False, dynamic_ncols=True)
+        return PlainProgress(self, iterable, total, name)
 
     @contextmanager
     def stage(self, name: str, items: int = 0) -> Iterator[StageTiming]:
@@ -141,6 +151,58 @@ class RunContext:
         close = getattr(bar, "close", None)
         if close is not None:
             close()
+
+
+class PlainProgress:
+    """Progress as plain lines on stdout, for logs: one at the stage's first step, then one every
+    ``RunContext.progress_seconds`` at most, e.g. ``[2/11] coco_captioning: caption 64/5000
+    (1 %), 3.2/s, about 25 min left``. Iterable like tqdm, or counted with ``update(n)``."""
+
+    def __init__(self, ctx: RunContext, iterable: Iterable[Any], total: int | None, name: str) -> None:
+        self.ctx, self.iterable, self.total, self.name = ctx, iterable, total, name
+        self.done = 0
+        self.started = time.monotonic()
+        self.nested = ctx.open_progress > 0
+        self.first = True
+        self.closed = False
+        ctx.open_progress += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.nested or not (self.first or now - self.ctx.last_progress_line >= self.ctx.progress_seconds):
+            return
+        self.first = False
+        self.ctx.last_progress_line = now
+        print(self.line(now - self.started), flush=True)
+
+    def line(self, elapsed: float) -> str:
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        if not self.total:
+            return f"{self.name} {self.done}, {rate:.1f}/s"
+        left = f", about {_duration((self.total - self.done) / rate)} left" if rate > 0 and self.done < self.total else ""
+        return f"{self.name} {self.done}/{self.total} ({100 * self.done // self.total} %), {rate:.1f}/s{left}"
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.ctx.open_progress -= 1
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ JPEG and H.264 decoding.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,8 +26,8 @@ T = TypeVar("T")
 
 FRAME_SAMPLINGS = ("strided", "uniform")
 
-# What PIL reports for a file's content, by extension; files with other extensions are decoded
-# as whatever PIL finds.
+# What PIL reports for a file's content, by extension: a mismatch is only a note of ``harness data
+# check``, since images are identified by their content (as PIL, and so BLIP, does).
 _FORMAT_OF_EXTENSION = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
@@ -37,6 +38,10 @@ _FORMAT_OF_EXTENSION = {
     ".tif": "TIFF",
     ".tiff": "TIFF",
 }
+
+# Integer modes wider than 8 bits: PNG's 16-bit grayscale opens as one of these. PIL's
+# ``convert("RGB")`` clips their values at 255, so any pixel above 255/65535 would come out white.
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def _check_file(path: Path, kind: str) -> None:
@@ -53,32 +58,63 @@ def _check_file(path: Path, kind: str) -> None:
 
 
 def load_image(path: Path) -> Image.Image:
-    """The image at ``path``, fully decoded, in RGB.
+    """The image at ``path``, fully decoded, in 8-bit RGB (``to_rgb``).
 
-    Raises DataError naming the file when it is missing, empty, truncated or corrupt, or when its
-    content is another format than its extension says (PNG bytes in a ``.jpg``): such a file
-    usually means a broken download or conversion step, and a silent decode would hide it.
+    The format is read from the file's content, never from its extension (NLVR2 ships JPEGs named
+    ``.png``; PIL, and so BLIP, opens them by content). Raises DataError naming the file when it
+    is missing, empty, truncated or not an image.
     """
     path = Path(path)
     _check_file(path, "image")
     try:
         with Image.open(path) as image:
-            expected = _FORMAT_OF_EXTENSION.get(path.suffix.lower())
-            if expected is not None and image.format != expected:
-                raise DataError(
-                    f"{path}: content is {image.format or 'an unknown format'} but the extension "
-                    f"{path.suffix!r} says {expected}; convert the file or fix its name"
-                )
             # load() decodes every pixel now, so a truncated file fails here, by name, and not
             # later inside a batch.
             image.load()
-            return image.convert("RGB")
-    except DataError:
-        raise
+            return to_rgb(image)
     except Image.DecompressionBombError as exc:
         raise DataError(f"{path}: image refused as too large ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, the pixels BLIP's ``Image.open(path).convert("RGB")`` gives for
+    every 8-bit mode (palette, grayscale, CMYK, alpha dropped as PIL drops it).
+
+    High-bit-depth images are scaled, not clipped: 16-bit integer modes keep their high byte (what
+    PIL itself does with 16-bit RGB PNGs), float images in [0, 1] are scaled by 255 and others
+    clipped to [0, 255]. PIL's plain conversion would turn a 16-bit grayscale PNG white.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image).astype(np.int64)
+        return Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scale = 255.0 if values.size and values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)).convert("RGB")
+    with warnings.catch_warnings():
+        # PIL warns that palette transparency is best converted through RGBA; the RGB pixels are
+        # the same either way, and a warning per image would flood the run's log.
+        warnings.simplefilter("ignore", UserWarning)
+        return image.convert("RGB")
+
+
+def image_format_note(path: Path) -> str | None:
+    """A remark for ``harness data check`` when an image's content is another format than its
+    extension says (a JPEG named ``.png``); None when they agree or the file is not an image.
+    Never an error: the image is read by its content."""
+    expected = _FORMAT_OF_EXTENSION.get(Path(path).suffix.lower())
+    if expected is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            actual = image.format
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return None
+    if actual is None or actual == expected:
+        return None
+    return f"{path}: content is {actual} although the extension {Path(path).suffix!r} says {expected}; read as {actual}"
 
 
 def frame_indices(total: int, num_frames: int, sampling: str) -> list[int]:

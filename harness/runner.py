@@ -33,8 +33,11 @@ from harness.config import (
     resolve_precision,
 )
 from harness.context import RunContext, StageTiming
-from harness.errors import ConfigError, DataError, Interrupted, OutputError
+from harness.cpu_threads import apply_cpu_threads
+from harness.errors import CapabilityError, ConfigError, DataError, Interrupted, OutputError
 from harness.predictions import MERGED_NAME, PART_GLOB, PredictionStore
+from harness.preflight import PlannedTask, check_before_computing
+from harness.quiet import silenced_output
 from harness.registry import Registry, check_instance, get_registry
 from harness.results import (
     PER_SAMPLE_NAME,
@@ -203,11 +206,15 @@ class Runner:
         self.report = report
         self.finished_dirs: list[Path] = []
         """Run directory of each record ``run`` returned, in the same order (process 0 only)."""
+        self.task_label = ""
+        """``[2/11] coco_captioning``: which task of the run is running, for progress lines."""
 
     def plan(self) -> tuple[ModelSpec, list[TaskSpec]]:
         """Every check that needs no data or weights, done before anything heavy is loaded."""
         model = self.registry.model(self.config.model)
         tasks = self.registry.resolve_tasks(self.config.tasks)
+        if self.config.tasks.strip() == "all":
+            tasks = self._tasks_the_model_can_run(model, tasks)
         for task in tasks:
             self.registry.check_fit(model, task)
         for key in self.config.overrides:
@@ -225,6 +232,28 @@ class Runner:
             raise ConfigError("--limit must be at least 1")
         return model, tasks
 
+    def _tasks_the_model_can_run(self, model: ModelSpec, tasks: list[TaskSpec]) -> list[TaskSpec]:
+        """``--task all`` means every task this model can run: the others are named, with what
+        the model lacks, and left out (a task named explicitly still fails the capability check)."""
+        fit, skipped = [], []
+        for task in tasks:
+            lacking = [c for c in task.capabilities if c not in model.capabilities]
+            if lacking:
+                skipped.append(f"{task.name} (lacks {', '.join(lacking)})")
+            else:
+                fit.append(task)
+        if not fit:
+            raise CapabilityError(f"model {model.name!r} can run none of the tasks: {'; '.join(skipped)}")
+        if skipped:
+            self.report(f"--task all: model {model.name!r} runs {len(fit)} of {len(tasks)} tasks; skipped: {'; '.join(skipped)}")
+        return fit
+
+    def planned(self, model_spec: ModelSpec, spec: TaskSpec) -> PlannedTask:
+        """The split and merged protocol a task runs with."""
+        split = self.config.split if self.config.split in spec.splits else spec.default_split
+        protocol = merge_protocol(spec.name, spec.protocol, model_spec.protocol_for(spec.name), self.config.overrides, strict=False)
+        return PlannedTask(spec, split, protocol)
+
     def run(self, resume_dir: Path | None = None, only_task: str | None = None) -> list[dict[str, Any]]:
         with sigterm_as_interrupt():
             return self._run(resume_dir, only_task)
@@ -240,8 +269,13 @@ class Runner:
         output = Path(self.config.output)
         if dist.is_main:  # one process probes, so the processes of a torchrun never race on it
             check_output_dir(output)
+            check_before_computing(
+                model_spec, [self.planned(model_spec, task) for task in tasks], data_root,
+                weights=self.config.weights, skip_bad=self.config.skip_bad, report=self.report,
+            )
         records = []
-        for task in tasks:
+        for number, task in enumerate(tasks, start=1):
+            self.task_label = f"[{number}/{len(tasks)}] {task.name}"
             record = self.run_task(model_spec, task, data_root, output, device, precision, dist, resume_dir)
             if record is not None:
                 records.append(record)
@@ -252,8 +286,8 @@ class Runner:
         device: str, precision: str, dist: Distributed, resume_dir: Path | None,
     ) -> dict[str, Any] | None:
         config = self.config
-        split = config.split if config.split in spec.splits else spec.default_split
-        protocol = merge_protocol(spec.name, spec.protocol, model_spec.protocol_for(spec.name), config.overrides, strict=False)
+        planned = self.planned(model_spec, spec)
+        split, protocol = planned.split, dict(planned.protocol)
         task_root = data_root / spec.data_dir
         if not task_root.is_dir():
             raise DataError(f"{spec.name}: no data at {task_root} (expected the layout in docs/datasets.md)")
@@ -315,7 +349,10 @@ class Runner:
             batch_size=config.batch_size or default_batch_size(device), seed=config.seed, num_workers=config.num_workers,
             feature_cache=open_feature_cache(config.feature_cache),
             quiet=config.quiet, skip_bad=config.skip_bad, rank=dist.rank, world_size=dist.world_size,
+            label=self.task_label,
         )
+        if dist.is_main and not config.quiet:
+            self.report(f"{self.task_label} [{split}]: {len(dataset.samples)} samples")
         ctx.timings["load_data"] = StageTiming(load_seconds, len(dataset.samples))
         try:
             _quiet_libraries()
@@ -326,6 +363,7 @@ class Runner:
                     device=device, precision=precision, seed=config.seed,
                 ))
             check_instance(model, model_spec.name, spec)
+            apply_cpu_threads(device, model)
             task.evaluate(model, dataset, ctx)
             store.close()
         except BaseException as exc:
@@ -361,10 +399,12 @@ class Runner:
         config = self.config
         store = ctx.predictions
         predictions = {sid: store.predictions[sid] for sid in dataset.sample_ids if sid in store.predictions}
-        with ctx.stage("score", items=len(predictions)):
-            metrics = task.score(dataset, predictions, ctx.protocol)
-        levels = task.reference_levels(dataset, ctx.protocol)
-        per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol)
+        # Scoring and the chance levels run pycocoevalcap's Java scorers, whose chatter --quiet hides.
+        with silenced_output(config.quiet):
+            with ctx.stage("score", items=len(predictions)):
+                metrics = task.score(dataset, predictions, ctx.protocol)
+            levels = task.reference_levels(dataset, ctx.protocol)
+            per_sample = task.per_sample_metrics(dataset, predictions, ctx.protocol)
         per_sample_file = None
         if per_sample:
             write_jsonl_atomic(run_dir / PER_SAMPLE_NAME,

@@ -100,12 +100,23 @@ class ModelSpec:
     """Task name -> protocol keys this model changes for that task only, over ``protocol_overrides``
     (BLIP-2 evaluates VQA at 224 px but retrieval and captioning at 364)."""
 
+    missing_weights: Factory | None = None
+    """``"module:function"`` taking a ``ModelRequest`` and returning None when the weights that
+    request would load are here, else one line naming them and the exact command that fetches
+    them; ``harness run`` asks it for every task before loading any weights, so all missing
+    checkpoints are reported at once. None: the model needs no files (or cannot tell)."""
+
     def baseline_row(self, task: str) -> PublishedRow | None:
         return self.baseline_rows.get(task, self.baseline_rows.get("*"))
 
     def protocol_for(self, task: str) -> dict[str, Any]:
         """The protocol changes this model makes for ``task``."""
         return {**self.protocol_overrides, **self.task_protocol_overrides.get(task, {})}
+
+    def weights_problem(self, request: ModelRequest) -> str | None:
+        if self.missing_weights is None:
+            return None
+        return resolve_factory(self.missing_weights, f"model {self.name!r}")(request)
 
     def build(self, request: ModelRequest) -> Any:
         return resolve_factory(self.factory, f"model {self.name!r}")(request)
@@ -129,6 +140,10 @@ class TaskSpec:
     """The metrics a summary shows (the paper's columns); the record keeps every metric."""
     caveats: tuple[Caveat, ...] = ()
     """What a reader must know about a split's numbers (NoCaps val is not the test server's)."""
+    programs: Mapping[str, str] = field(default_factory=dict)
+    """External programs the task runs (name on PATH -> why, and how to install it); ``harness
+    run`` looks them up before any weights load, so scoring cannot fail for want of one hours
+    later."""
 
     def build(self) -> Any:
         return resolve_factory(self.factory, f"task {self.name!r}")(self)

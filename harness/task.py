@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from harness.specs import TaskSpec
 
 
+class CheckNote(str):
+    """A line of ``Task.check`` that is a remark, not a problem (an image whose content differs
+    from its extension): printed by ``harness data check``, never counted against the data."""
+
+
 @dataclass
 class SkippedSample:
     """A sample left out under ``--skip-bad``, with the reason the user needs to fix it."""
@@ -72,7 +77,8 @@ class Task(ABC):
 
     def check(self, data_root: Path, split: str, protocol: Mapping[str, Any]) -> list[str]:
         """Problems found in every record and every referenced media file, for
-        ``harness data check``; an empty list means the split is ready for a long run."""
+        ``harness data check``; the split is ready for a long run when every line is a
+        ``CheckNote`` (or there is none)."""
         dataset = self.load(data_root, split, protocol, skip_bad=True)
         return [f"{item.sample_id}: {item.reason}" for item in dataset.skipped]
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from harness.cache import cached_batches, feature_store
 from harness.capabilities import VisualFeatures
 from harness.errors import DataError
-from harness.media import load_image, pixel_batches
-from harness.task import Dataset, Task
+from harness.media import image_format_note, load_image, pixel_batches
+from harness.task import CheckNote, Dataset, Task
 
 if TYPE_CHECKING:
     from harness.cache import FeatureStore
@@ -138,7 +138,8 @@ def _stack_rows(rows: Sequence[tuple[VisualFeatures, int]]) -> VisualFeatures:
 
 
 def unreadable_images(samples: Sequence[ImageSample], max_workers: int = 8) -> list[str]:
-    """One problem line per image that does not decode, naming the samples that need it."""
+    """One problem line per image that does not decode, naming the samples that need it, and a
+    ``CheckNote`` per image whose content is another format than its extension says."""
     users: dict[Path, list[str]] = {}
     for sample in samples:
         for path in sample.images:
@@ -151,7 +152,8 @@ def unreadable_images(samples: Sequence[ImageSample], max_workers: int = 8) -> l
             needed = users[path]
             more = f" and {len(needed) - 3} more" if len(needed) > 3 else ""
             return f"{error} (needed by sample {', '.join(needed[:3])}{more})"
-        return None
+        note = image_format_note(path)
+        return None if note is None else CheckNote(note)
 
     # PIL releases the GIL while decoding, so threads make checking a large split much faster.
     with ThreadPoolExecutor(max_workers=max_workers) as pool:

@@ -12,6 +12,9 @@ from harness.specs import Caveat, TaskSpec
 
 _RETRIEVAL_CAPS = ("ImagePreprocessor", "ImageEncoder", "ImageTextEmbedder")
 _VIDEO_QA_CAPS = ("ImagePreprocessor", "VideoEncoder", "VisualQuestionAnswerer")
+_SCORED_WITH_JAVA = {
+    "java": "pycocoevalcap's PTB tokenizer and METEOR run on Java; install a JRE, e.g. apt-get install default-jre-headless",
+}
 
 _RETRIEVAL = {
     "image_size": 384,
@@ -101,6 +104,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         default_split="karpathy_test",
         data_dir="coco",
         headline_metrics=("bleu4", "cider", "spice"),
+        programs=_SCORED_WITH_JAVA,
     ),
     TaskSpec(
         name="nocaps",
@@ -113,6 +117,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         data_dir="nocaps",
         headline_metrics=("in_cider", "near_cider", "out_cider", "overall_cider", "overall_spice"),
         caveats=(_NOCAPS_VAL,),
+        programs=_SCORED_WITH_JAVA,
     ),
     TaskSpec(
         name="vqav2",

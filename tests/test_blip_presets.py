@@ -123,7 +123,7 @@ def test_a_cached_hub_id_loads_offline(empty_hub_cache: Path) -> None:
      ("nocaps", "Salesforce/blip-image-captioning-base"), ("msvd_qa", "Salesforce/blip-vqa-base")],
 )
 def test_missing_hub_weights_name_the_id_and_how_to_get_it(empty_hub_cache: Path, task: str, expected: str) -> None:
-    with pytest.raises(ModelLoadError, match=rf"'{expected}' is not in the local cache.*huggingface-cli download {expected}"):
+    with pytest.raises(ModelLoadError, match=rf"'{expected}' is not in the local cache.*hf download {expected}"):
         build_blip(ModelRequest(task=task, protocol={"image_size": 384}))
 
 

@@ -35,7 +35,7 @@ from cli_process import (
     visdial_args,
     wait_for_predictions,
 )
-from media_files import write_image, write_mp4
+from media_files import write_mp4
 
 from harness.cli import main
 from harness.config import RunConfig
@@ -175,10 +175,6 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
-def _png_bytes(path: Path) -> None:
-    write_image(path, fmt="PNG")
-
-
 def _four_frames(path: Path) -> None:
     write_mp4(path, num_frames=4)
 
@@ -192,11 +188,10 @@ def _media_of(record: dict[str, Any]) -> str:
     [
         ("vqav2", VQA_FILE, "vqav2/images", _cut_short, "cannot decode image (image file is truncated"),
         ("nlvr2", NLVR2_FILE, "nlvr2/images", _empty, "image file is empty (0 bytes)"),
-        ("vqav2", VQA_FILE, "vqav2/images", _png_bytes, "content is PNG but the extension '.jpg' says JPEG"),
         ("msrvtt_qa", VIDEO_QA_FILE, "msrvtt/videos", _cut_short, "cannot read video"),
         ("msrvtt_qa", VIDEO_QA_FILE, "msrvtt/videos", _four_frames, "video has 4 frames, fewer than the 16 asked for"),
     ],
-    ids=["corrupt-jpeg", "zero-byte-image", "png-named-jpg", "truncated-mp4", "too-few-frames"],
+    ids=["corrupt-jpeg", "zero-byte-image", "truncated-mp4", "too-few-frames"],
 )
 def test_a_bad_media_file_stops_the_run_naming_it_and_skip_bad_resumes_past_it(
     tmp_path: Path, toy_root: Path, capsys: pytest.CaptureFixture[str],
@@ -216,7 +211,8 @@ def test_a_bad_media_file_stops_the_run_naming_it_and_skip_bad_resumes_past_it(
     assert code == 2
     assert_one_clear_line(err, str(bad.resolve()), message)
     on_disk = {line["sample_id"] for line in finished_records(output)}
-    assert on_disk == {str(r.get("question_id", i)) for i, r in enumerate(records)} - needing
+    # The data check before computing stops the run before its first prediction.
+    assert on_disk == set()
 
     code, out, err = harness_run(capsys, run_args(data, task, output, "--skip-bad"))
     assert code == 0, err

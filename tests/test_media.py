@@ -58,10 +58,9 @@ def test_garbage_bytes_named(tmp_path):
         load_image(path)
 
 
-def test_png_with_jpg_extension_named(tmp_path):
-    path = write_image(tmp_path / "really_png.jpg", fmt="PNG")
-    with pytest.raises(DataError, match=r"really_png\.jpg: content is PNG but the extension '\.jpg' says JPEG"):
-        load_image(path)
+def test_png_with_jpg_extension_loads_by_content(tmp_path):
+    path = write_image(tmp_path / "really_png.jpg", colour=(10, 200, 30), fmt="PNG")
+    assert load_image(path).getpixel((3, 3)) == (10, 200, 30)
 
 
 # -- frame sampling ---------------------------------------------------------------------------

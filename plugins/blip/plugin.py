@@ -36,6 +36,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         default_weights=BASE_WEIGHTS,
         baseline_rows=BASE_PUBLISHED_ROWS,
         caveats=BASE_CAVEATS,
+        missing_weights="harness_plugins.blip.presets:missing_blip_weights",
     ),
     ModelSpec(
         name="blip-large",
@@ -48,6 +49,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         default_weights=LARGE_WEIGHTS,
         baseline_rows=LARGE_PUBLISHED_ROWS,
         caveats=LARGE_CAVEATS,
+        missing_weights="harness_plugins.blip.presets:missing_blip_large_weights",
     ),
     ModelSpec(
         name="blip-tiny",

@@ -27,8 +27,9 @@ from harness_plugins.blip.heads.retrieval import BlipRetrievalModel
 from harness_plugins.blip.heads.verification import BlipNLVR2Verifier
 from harness_plugins.blip.heads.vqa import BlipVQAModel
 from harness_plugins.blip.loading.loader import LoadedBlip, load_blip
+from harness_plugins.blip.loading.tokenizer import BERT_TOKENIZER_IDS, cached_bert_tokenizer
 from harness_plugins.blip.tiny import load_tiny
-from harness_plugins.common.weights import resolve_weights
+from harness_plugins.common.weights import OFFICIAL, fetch_hint, resolve_weights
 
 DEFAULT_IMAGE_SIZE = 384
 
@@ -77,6 +78,31 @@ def _load(preset: Preset, head: str, request: ModelRequest, image_size: int) -> 
             "(a hub id, a converted directory or an official .pth)"
         )
     return load_blip(resolve_weights(default), head, image_size)
+
+
+def missing_weights(preset: Preset, request: ModelRequest) -> str | None:
+    """What ``_load`` would miss for ``request``, without loading anything: the checkpoint and how
+    to fetch it, or the BERT tokenizer an official ``.pth`` file needs (it carries none)."""
+    if request.task not in TASK_HEADS or (preset.tiny and not request.weights):
+        return None
+    name = request.weights or preset.weights.get(request.task)
+    if name is None:
+        return f"{preset.name} has no checkpoint for {request.task!r}: pass --weights"
+    try:
+        source = resolve_weights(name)
+    except ModelLoadError:
+        return f"{name}: {fetch_hint(name)}"
+    if source.kind == OFFICIAL and cached_bert_tokenizer() is None:
+        return f"BLIP's tokenizer for {name}: `hf download {BERT_TOKENIZER_IDS[0]}`"
+    return None
+
+
+def missing_blip_weights(request: ModelRequest) -> str | None:
+    return missing_weights(BLIP, request)
+
+
+def missing_blip_large_weights(request: ModelRequest) -> str | None:
+    return missing_weights(BLIP_LARGE, request)
 
 
 def build_blip(request: ModelRequest) -> BlipModel:

@@ -111,6 +111,17 @@ def resolve_local_weights(weights: str) -> Path:
         ) from exc
 
 
+def missing_clip_weights(request: ModelRequest) -> str | None:
+    """The CLIP weights a run would load when they are not here, with the command that fetches
+    them; checked before any weights load."""
+    weights = request.weights or DEFAULT_WEIGHTS
+    try:
+        resolve_local_weights(weights)
+    except ModelLoadError:
+        return f"{weights}: `hf download {weights}`"
+    return None
+
+
 def weight_files(folder: Path) -> list[Path]:
     """The files that hold the weights, hashed into the result record's weights identity."""
     safetensors = sorted(folder.glob("*.safetensors"))

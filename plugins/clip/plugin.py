@@ -24,6 +24,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         description="OpenAI CLIP ViT-B/16 (transformers CLIPModel), contrastive retrieval baseline at 224 px",
         capabilities=CAPABILITIES,
         default_weights={"*": "openai/clip-vit-base-patch16"},
+        missing_weights="harness_plugins.clip.model:missing_clip_weights",
         # CLIP was trained at 224 px with a 77-token context; BLIP's 384 px / 35 tokens are BLIP's.
         protocol_overrides={"image_size": 224, "max_text_tokens": 77},
     ),

@@ -75,13 +75,24 @@ def resolve_weights(weights: str) -> WeightsSource:
         if directory is None:
             raise ModelLoadError(
                 f"Hugging Face checkpoint {weights!r} is not in the local cache (the harness never downloads). "
-                f"Run `huggingface-cli download {weights}` on a machine with internet and copy its cache "
+                f"Run `hf download {weights}` on a machine with internet and copy its cache "
                 "(~/.cache/huggingface, or $HF_HOME) here, or pass --weights DIR with a saved copy"
             )
         return WeightsSource(HUB, weights, directory)
     raise ModelLoadError(
         f"--weights {weights!r} is neither an existing directory or file nor a Hugging Face id (owner/name)"
     )
+
+
+def fetch_hint(weights: str) -> str:
+    """How to get weights that are not here, in a few words: the exact command for a hub id,
+    the download address and folder for an official file."""
+    name = Path(weights).name
+    if Path(weights).suffix in CHECKPOINT_SUFFIXES:
+        return f"download {OFFICIAL_DOWNLOADS}/{name} into ${WEIGHTS_DIR_ENV} (now {weights_dir()})"
+    if _HUB_ID.fullmatch(weights):
+        return f"`hf download {weights}`"
+    return "pass --weights with an existing directory, .pth file or Hugging Face id"
 
 
 def weight_files(directory: Path) -> list[Path]:

@@ -84,7 +84,7 @@ def _tokenizer(choice: str) -> Any | None:
         if cached is None:
             raise ModelLoadError(
                 f"--tokenizer {choice!r} is neither a directory nor a hub id in the local cache "
-                f"(run `huggingface-cli download {choice}` on a machine with internet)"
+                f"(run `hf download {choice}` on a machine with internet)"
             )
         directory = cached
     return load_tokenizer(directory)

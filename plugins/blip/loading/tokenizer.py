@@ -89,20 +89,34 @@ def find_bert_tokenizer() -> tuple[Any, str]:
     BLIP's tokens; returns it and the repository it came from. Official ``.pth`` checkpoints carry
     no tokenizer, so this is where theirs comes from; any cached Salesforce BLIP repository holds
     the same vocabulary and serves as well."""
-    from harness_plugins.blip.catalog import BASE_WEIGHTS, LARGE_WEIGHTS
-    from harness_plugins.common.weights import cached_hub_dir
-
-    blip_repos = sorted({name for name in (*BASE_WEIGHTS.values(), *LARGE_WEIGHTS.values()) if "/" in name})
-    candidates = (*BERT_TOKENIZER_IDS, *blip_repos)
-    for repo_id in candidates:
-        directory = cached_hub_dir(repo_id)
-        if directory is not None and has_tokenizer(directory):
-            return load_tokenizer(directory), repo_id
+    found = cached_bert_tokenizer()
+    if found is not None:
+        directory, repo_id = found
+        return load_tokenizer(directory), repo_id
     raise ModelLoadError(
         "BLIP's tokenizer (BERT-base-uncased) is not in the local Hugging Face cache; looked in "
-        f"{', '.join(candidates)}. Run `huggingface-cli download {BERT_TOKENIZER_IDS[0]}` on a machine "
+        f"{', '.join(_bert_tokenizer_candidates())}. Run `hf download {BERT_TOKENIZER_IDS[0]}` on a machine "
         "with internet (copy ~/.cache/huggingface here), or pass a tokenizer directory"
     )
+
+
+def _bert_tokenizer_candidates() -> tuple[str, ...]:
+    from harness_plugins.blip.catalog import BASE_WEIGHTS, LARGE_WEIGHTS
+
+    blip_repos = sorted({name for name in (*BASE_WEIGHTS.values(), *LARGE_WEIGHTS.values()) if "/" in name})
+    return (*BERT_TOKENIZER_IDS, *blip_repos)
+
+
+def cached_bert_tokenizer() -> tuple[Path, str] | None:
+    """The cached directory holding BLIP's tokenizer and the repository it belongs to, without
+    loading it (so a run can check it is here before loading anything); None when absent."""
+    from harness_plugins.common.weights import cached_hub_dir
+
+    for repo_id in _bert_tokenizer_candidates():
+        directory = cached_hub_dir(repo_id)
+        if directory is not None and has_tokenizer(directory):
+            return directory, repo_id
+    return None
 
 
 def tokenizer_for_vocab(vocab_size: int) -> Any:
