@@ -232,6 +232,20 @@ def test_missing_checkpoint_names_the_hub_id(tmp_path, monkeypatch):
         spec.build(ModelRequest(task="flickr30k_retrieval", protocol={}))
 
 
+def test_a_run_names_every_missing_checkpoint_before_loading_any(tmp_path, toy_cache):
+    env = harness_env(toy_cache, HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf" / "hub"))
+    done = subprocess.run(
+        harness_command(["run", "--model", "blip2", "--task", "coco_retrieval,coco_captioning,vqav2", "--data", "toy",
+                         "--output", str(tmp_path / "runs")]),
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: 3 checkpoint(s)")
+    for repo in {WEIGHTS[task] for task in ("coco_retrieval", "coco_captioning", "vqav2")}:
+        assert f"`hf download {repo}`" in done.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_saved_directory_loads_and_a_wrong_head_is_refused(tmp_path, retrieval, generation):
     retrieval.module.save_pretrained(tmp_path / "itm")
     retrieval.tokenizer.save_pretrained(tmp_path / "itm")

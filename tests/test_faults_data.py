@@ -288,9 +288,11 @@ def test_task_all_runs_what_the_model_can_and_names_what_it_skipped() -> None:
     said: list[str] = []
     model, tasks = Runner(RunConfig(model="clip-tiny", tasks="all", toy=True), report=said.append).plan()
     names = [task.name for task in tasks]
-    assert names == ["coco_retrieval", "flickr30k_retrieval", "flickr30k_retrieval_zeroshot", "msrvtt_retrieval"]
+    # CLIP filters CapFilt's pairs by cosine (ImageTextEmbedder), so capfilt_filter is among them.
+    assert names == ["coco_retrieval", "flickr30k_retrieval", "flickr30k_retrieval_zeroshot", "msrvtt_retrieval",
+                     "capfilt_filter"]
     (line,) = said
-    assert "runs 4 of 11 tasks" in line
+    assert "runs 5 of 12 tasks" in line
     assert "nlvr2 (lacks PairVerifier)" in line and "coco_captioning (lacks Captioner)" in line
     with pytest.raises(CapabilityError, match="cannot run 'nlvr2': it lacks PairVerifier"):
         Runner(RunConfig(model="clip-tiny", tasks="coco_retrieval,nlvr2", toy=True)).plan()

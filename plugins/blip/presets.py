@@ -29,7 +29,7 @@ from harness_plugins.blip.heads.vqa import BlipVQAModel
 from harness_plugins.blip.loading.loader import LoadedBlip, load_blip
 from harness_plugins.blip.loading.tokenizer import BERT_TOKENIZER_IDS, cached_bert_tokenizer
 from harness_plugins.blip.tiny import load_tiny
-from harness_plugins.common.weights import OFFICIAL, fetch_hint, resolve_weights
+from harness_plugins.common.weights import OFFICIAL, missing_checkpoint, resolve_weights
 
 DEFAULT_IMAGE_SIZE = 384
 
@@ -88,11 +88,10 @@ def missing_weights(preset: Preset, request: ModelRequest) -> str | None:
     name = request.weights or preset.weights.get(request.task)
     if name is None:
         return f"{preset.name} has no checkpoint for {request.task!r}: pass --weights"
-    try:
-        source = resolve_weights(name)
-    except ModelLoadError:
-        return f"{name}: {fetch_hint(name)}"
-    if source.kind == OFFICIAL and cached_bert_tokenizer() is None:
+    missing = missing_checkpoint(name)
+    if missing is not None:
+        return missing
+    if resolve_weights(name).kind == OFFICIAL and cached_bert_tokenizer() is None:
         return f"BLIP's tokenizer for {name}: `hf download {BERT_TOKENIZER_IDS[0]}`"
     return None
 

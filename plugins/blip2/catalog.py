@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.specs import PublishedRow
+
 RETRIEVAL = "retrieval"
 GENERATION = "generation"
 HEADS: tuple[str, ...] = (RETRIEVAL, GENERATION)
@@ -56,6 +58,16 @@ WEIGHTS: Mapping[str, str] = {
     "nocaps": COCO_CAPTION,
     "vqav2": PRETRAINED_OPT,
 }
+
+_PAPER = "blip2_paper"
+PUBLISHED_ROWS: Mapping[str, PublishedRow] = {
+    "coco_retrieval": PublishedRow(_PAPER, "BLIP-2 ViT-g"),
+    "flickr30k_retrieval_zeroshot": PublishedRow(_PAPER, "BLIP-2 ViT-g"),
+    "coco_captioning": PublishedRow(_PAPER, "BLIP-2 ViT-g OPT-2.7B"),
+}
+"""The published row each default checkpoint reproduces (``harness compare`` takes deltas
+against it). NoCaps and zero-shot VQA have only the paper's best-model figures, not this
+checkpoint's, so they have none."""
 
 _RETRIEVAL_PROTOCOL: Mapping[str, Any] = {"image_size": 364, "k_test": 128, "max_words": 50, "max_text_tokens": 35}
 _CAPTION_PROTOCOL: Mapping[str, Any] = {

@@ -9,6 +9,7 @@ from harness_plugins.blip2.catalog import (
     ALL_CAPABILITIES,
     PRETRAINED_FLAN_T5,
     PRETRAINED_RETRIEVAL,
+    PUBLISHED_ROWS,
     TASK_PROTOCOLS,
     WEIGHTS,
     tiny_task_protocols,
@@ -26,6 +27,8 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         capabilities=ALL_CAPABILITIES,
         default_weights=WEIGHTS,
         task_protocol_overrides=TASK_PROTOCOLS,
+        missing_weights="harness_plugins.blip2.presets:missing_blip2_weights",
+        baseline_rows=PUBLISHED_ROWS,
     ),
     ModelSpec(
         name="blip2-tiny",

@@ -17,7 +17,7 @@ from harness_plugins.blip2.generation import Blip2GenerationModel
 from harness_plugins.blip2.loading import LoadedBlip2, load_blip2
 from harness_plugins.blip2.retrieval import Blip2RetrievalModel
 from harness_plugins.blip2.tiny import random_tiny
-from harness_plugins.common.weights import resolve_weights
+from harness_plugins.common.weights import missing_checkpoint, resolve_weights
 
 DEFAULT_IMAGE_SIZE = 224
 
@@ -41,6 +41,17 @@ def _load(request: ModelRequest, head: str, tiny: bool, image_size: int) -> Load
             f"blip2: BLIP-2 released no checkpoint for {request.task!r}; pass --weights (a hub id or a directory)"
         )
     return load_blip2(resolve_weights(default), head)
+
+
+def missing_blip2_weights(request: ModelRequest) -> str | None:
+    """What ``_load`` would miss for ``request``, without loading anything (``harness run`` asks
+    before any weights load, so every missing checkpoint is named at once)."""
+    if request.task not in TASK_HEADS:
+        return None
+    name = request.weights or WEIGHTS.get(request.task)
+    if name is None:
+        return f"blip2 has no checkpoint for {request.task!r}: pass --weights"
+    return missing_checkpoint(name)
 
 
 def build(request: ModelRequest, tiny: bool = False) -> Blip2Model:

@@ -95,6 +95,16 @@ def fetch_hint(weights: str) -> str:
     return "pass --weights with an existing directory, .pth file or Hugging Face id"
 
 
+def missing_checkpoint(weights: str) -> str | None:
+    """None when ``weights`` resolve here, else one line naming them and how to fetch them; what a
+    plugin's ``missing_weights`` answers for each task before a run loads anything."""
+    try:
+        resolve_weights(weights)
+    except ModelLoadError:
+        return f"{weights}: {fetch_hint(weights)}"
+    return None
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The files of a Hugging Face directory whose bytes are the weights (hashed into results)."""
     for pattern in ("*.safetensors", "pytorch_model*.bin"):
