@@ -26,6 +26,7 @@ from harness.cache import open_feature_cache
 from harness.config import (
     RunConfig,
     check_output_dir,
+    check_run_options,
     default_batch_size,
     merge_protocol,
     resolve_device,
@@ -34,6 +35,7 @@ from harness.config import (
 from harness.context import RunContext, StageTiming
 from harness.errors import ConfigError, DataError, Interrupted, OutputError
 from harness.predictions import PredictionStore
+from harness.protocol_rules import validate_protocol
 from harness.registry import Registry, check_instance, get_registry
 from harness.results import (
     PER_SAMPLE_NAME,
@@ -203,16 +205,14 @@ class Runner:
         for key in self.config.overrides:
             if not any(key in task.protocol for task in tasks):
                 merge_protocol(tasks[0].name, tasks[0].protocol, {}, {key: self.config.overrides[key]})
+        for task in tasks:
+            protocol = merge_protocol(task.name, task.protocol, model.protocol_overrides, self.config.overrides, strict=False)
+            validate_protocol(task.name, protocol, task.rules)
+        check_run_options(self.config)
         if self.config.split is not None:
             if not any(self.config.split in task.splits for task in tasks):
                 known = sorted({s for t in tasks for s in t.splits})
                 raise ConfigError(f"--split {self.config.split!r} is not a split of {self.config.tasks!r} (splits: {', '.join(known)})")
-        if self.config.batch_size is not None and self.config.batch_size < 1:
-            raise ConfigError("--batch-size must be at least 1")
-        if self.config.flush_every < 1:
-            raise ConfigError("--flush-every must be at least 1")
-        if self.config.limit is not None and self.config.limit < 1:
-            raise ConfigError("--limit must be at least 1")
         return model, tasks
 
     def run(self, resume_dir: Path | None = None, only_task: str | None = None) -> list[dict[str, Any]]:

@@ -82,6 +82,9 @@ class TaskSpec:
     default_split: str
     data_dir: str
     """Folder under ``--data-root`` that holds this task's annotations and media."""
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    """Protocol key -> a ``harness.protocol_rules.Rule`` saying what values the task accepts;
+    checked (``validate_protocol``) before any data or weights load."""
 
     def build(self) -> Any:
         return resolve_factory(self.factory, f"task {self.name!r}")(self)
