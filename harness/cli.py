@@ -44,22 +44,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import RunConfig, parse_overrides
     from harness.runner import Runner, resume
 
-    overrides = parse_overrides(args.set or [])
+    # The options given on the command line (None: not given; RunConfig holds the defaults), so
+    # --resume can honour or refuse each one instead of ignoring it.
+    given = {
+        "model": args.model, "tasks": args.task, "weights": args.weights, "data_root": args.data_root,
+        "toy": args.data == "toy" or None, "split": args.split, "device": args.device, "precision": args.precision,
+        "batch_size": args.batch_size, "num_workers": args.num_workers, "limit": args.limit, "seed": args.seed,
+        "overrides": parse_overrides(args.set) if args.set else None, "output": args.output,
+        "quiet": args.quiet or None, "skip_bad": args.skip_bad or None, "flush_every": args.flush_every,
+        "feature_cache": args.feature_cache,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
     if args.resume:
-        records = resume(Path(args.resume))
+        records = resume(Path(args.resume), options=given)
     else:
         if not args.model or not args.task:
             raise _usage("harness run needs --model and --task (or --resume RUN_DIR)")
-        if args.data and args.data != "toy":
-            raise _usage(f"--data {args.data!r}: the only named data set is 'toy'; use --data-root DIR for real data")
-        config = RunConfig(
-            model=args.model, tasks=args.task, weights=args.weights, data_root=args.data_root,
-            toy=args.data == "toy", split=args.split, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
-            overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
-            flush_every=args.flush_every, feature_cache=args.feature_cache,
-        )
-        records = Runner(config).run()
+        records = Runner(RunConfig(**given)).run()
     if records:
         print(metric_table(records))
     return ExitCode.OK
@@ -141,18 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-root", help="directory with the data sets in the layout of docs/datasets.md")
     data.add_argument("--data", choices=("toy",), help="'toy': build the bundled toy suite into the cache if absent, and use it")
     p_run.add_argument("--split", help="split to evaluate (default: each task's paper split)")
-    p_run.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto: cuda when available)")
-    p_run.add_argument("--precision", default="auto", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
+    p_run.add_argument("--device", help="auto|cpu|cuda (default auto: cuda when available)")
+    p_run.add_argument("--precision", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
     p_run.add_argument("--batch-size", type=int, help="images per model call (default 32 on CPU, 256 on GPU; halved automatically on GPU out-of-memory)")
-    p_run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding images and videos (default 0)")
+    p_run.add_argument("--num-workers", type=int, help="DataLoader worker processes for decoding images and videos (default 0)")
     p_run.add_argument("--feature-cache", metavar="DIR", help="reuse vision-encoder features across tasks and runs from DIR ('auto': $HARNESS_CACHE/features); keyed by weights, preprocessing, precision and image content (default off)")
     p_run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
-    p_run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_run.add_argument("--seed", type=int, help="random seed (default 0)")
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol setting, e.g. --set k_test=128 (repeatable)")
-    p_run.add_argument("--output", default="results/runs", help="directory for run directories (default results/runs)")
+    p_run.add_argument("--output", help="directory for run directories (default results/runs)")
     p_run.add_argument("--skip-bad", action="store_true", help="skip unreadable or malformed samples and count them in the result instead of stopping")
-    p_run.add_argument("--flush-every", type=int, default=64, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
-    p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
+    p_run.add_argument("--flush-every", type=int, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
+    p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with; only --skip-bad, --batch-size, --num-workers, --flush-every, --quiet and --feature-cache may change (docs/reliability.md)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.set_defaults(func=cmd_run)
 

@@ -186,14 +186,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def check_output_dir(path: Path) -> Path:
-    """Create the output directory or fail with one line saying why."""
+def check_output_dir(path: Path, what: str = "output directory") -> Path:
+    """Create the directory (``what`` says which: the output, the feature cache) or fail with one
+    line naming it and saying why."""
+    from harness.errors import OutputError
+
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        from harness.errors import OutputError
-
-        raise OutputError(f"output directory {path} is not writable ({exc.strerror or exc})") from exc
+        raise OutputError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc
     return path
