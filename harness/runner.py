@@ -489,12 +489,11 @@ def resume(run_dir: Path, registry: Registry | None = None, report: Reporter = _
     no flag is silently ignored."""
     saved = read_run_config(run_dir)
     options = dict(options or {})
-    changed = [_FLAGS.get(name, "--" + name.replace("_", "-")) for name, value in options.items()
-               if name not in RESUME_SAFE and not _agrees(name, value, saved)]
+    changed = [_flag(name) for name, value in options.items() if name not in RESUME_SAFE and not _agrees(name, value, saved)]
     if changed:
         raise ConfigError(
             f"--resume {run_dir} continues that run with the settings it started with; "
-            f"{', '.join(changed)} cannot change on resume (only {', '.join(_FLAGS.get(n, '--' + n.replace('_', '-')) for n in RESUME_SAFE)} can): "
+            f"{', '.join(changed)} cannot change on resume (only {', '.join(map(_flag, RESUME_SAFE))} can): "
             "drop them, or start a new run without --resume"
         )
     config = RunConfig.from_json(saved)
@@ -504,6 +503,11 @@ def resume(run_dir: Path, registry: Registry | None = None, report: Reporter = _
         if name in options:
             setattr(config, name, options[name])
     return Runner(config, registry, report).run(resume_dir=run_dir, only_task=saved["task"])
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a ``RunConfig`` field."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _agrees(name: str, value: Any, saved: Mapping[str, Any]) -> bool:
