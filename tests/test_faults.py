@@ -532,6 +532,14 @@ def test_a_value_that_passes_the_parser_but_not_the_task_is_refused_before_any_d
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_protocol_value_beyond_what_the_weights_can_run_is_one_line(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = harness_run(capsys, run_args(nlvr2_data, "nlvr2", tmp_path / "runs", "--set", "max_text_tokens=600"))
+    assert code == 2
+    assert_one_clear_line(err, "protocol max_text_tokens=600: these weights have 512 text positions")
+
+
 def test_every_protocol_key_of_every_task_has_a_rule_that_accepts_its_default() -> None:
     from harness.media import FRAME_SAMPLINGS
     from harness.protocol_rules import validate_protocol
