@@ -24,15 +24,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.capabilities import VisualFeatures
-from harness.results import sha256_file, write_json_atomic
+from harness.config import check_output_dir
+from harness.errors import OutputError
+from harness.results import create_temporary, sha256_file, write_json_atomic
 
 if TYPE_CHECKING:
     from harness.context import RunContext
@@ -44,14 +46,17 @@ SUFFIX = ".safetensors"
 
 def open_feature_cache(value: str | None) -> FeatureCache | None:
     """``--feature-cache``: None or empty = off; ``auto`` = ``$HARNESS_CACHE/features``; else a
-    directory (created when the first features are stored)."""
+    directory, created and checked writable here, before any model loads (a path that is a file
+    or a read-only cache is named as the cache, not mistaken for the run directory)."""
     if not value:
         return None
     if value == AUTO:
         from harness.toy.suite import default_cache_dir
 
-        return FeatureCache(default_cache_dir() / "features")
-    return FeatureCache(Path(value).expanduser())
+        root = default_cache_dir() / "features"
+    else:
+        root = Path(value).expanduser()
+    return FeatureCache(check_output_dir(root, "feature cache (--feature-cache)"))
 
 
 @lru_cache(maxsize=64)
@@ -105,8 +110,30 @@ class FeatureCache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
         directory = self.root / digest
         if not (directory / "key.json").is_file():
-            write_json_atomic(directory / "key.json", key)
-        return FeatureStore(directory, device)
+            with cache_writes(self.root):
+                write_json_atomic(directory / "key.json", key)
+        return FeatureStore(directory, device, cache_root=self.root)
+
+
+@contextmanager
+def cache_writes(root: Path) -> Iterator[None]:
+    """A write into the cache that fails (full disk, read-only, a file where a folder should be)
+    is one line naming the cache: the run directory is fine, and a run without the cache (or with
+    another ``--feature-cache``) resumes from the predictions already saved."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(
+            f"feature cache {root}: cannot write {exc.filename or 'a feature file'} ({exc.strerror or exc}); "
+            "free space or pick another --feature-cache DIR (or none), then resume the run"
+        ) from exc
+    except Exception as exc:
+        from safetensors import SafetensorError  # how safetensors reports a failed write
+
+        if not isinstance(exc, SafetensorError):
+            raise
+        raise OutputError(f"feature cache {root}: cannot write a feature file ({exc}); free space or pick another "
+                          "--feature-cache DIR (or none), then resume the run") from exc
 
 
 def cached_batches(
@@ -132,8 +159,9 @@ def feature_store(ctx: RunContext, model: Any, **variant: Any) -> FeatureStore |
 class FeatureStore:
     """Features of one model and media variant, one file per item, named by content digest."""
 
-    def __init__(self, directory: Path, device: str, max_workers: int = 8) -> None:
+    def __init__(self, directory: Path, device: str, max_workers: int = 8, cache_root: Path | None = None) -> None:
         self.directory = directory
+        self.cache_root = cache_root or directory
         self.device = device
         self.max_workers = max_workers
         self.digests: dict[Path, str] = {}
@@ -187,12 +215,13 @@ class FeatureStore:
             if visual.embeds is not None:
                 tensors["embeds"] = visual.embeds[row].detach().to("cpu").clone()
             target = self.file(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            os.close(fd)
-            try:
-                save_file(tensors, temporary, metadata={"source": str(path)})
-                os.replace(temporary, target)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            with cache_writes(self.cache_root):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, temporary = create_temporary(target)
+                os.close(fd)
+                try:
+                    save_file(tensors, temporary, metadata={"source": str(path)})
+                    os.replace(temporary, target)
+                except BaseException:
+                    Path(temporary).unlink(missing_ok=True)
+                    raise

@@ -60,7 +60,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import RunConfig, parse_overrides
     from harness.runner import Runner, resume
 
-    overrides = parse_overrides(args.set or [])
+    # The options given on the command line (None: not given; RunConfig holds the defaults), so
+    # --resume can honour or refuse each one instead of ignoring it.
+    given = {
+        "model": args.model, "tasks": args.task, "weights": args.weights, "data_root": args.data_root,
+        "toy": args.data == "toy" or None, "split": args.split, "device": args.device, "precision": args.precision,
+        "batch_size": args.batch_size, "num_workers": args.num_workers, "limit": args.limit, "seed": args.seed,
+        "overrides": parse_overrides(args.set) if args.set else None, "output": args.output,
+        "quiet": args.quiet or None, "skip_bad": args.skip_bad or None, "flush_every": args.flush_every,
+        "feature_cache": args.feature_cache,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
     if args.log:
         from harness.config import split_names
         from harness.loggers import enable_loggers
@@ -68,20 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         enable_loggers(split_names(args.log), get_registry())
     if args.resume:
-        records = resume(Path(args.resume))
+        records = resume(Path(args.resume), options=given)
         run_dirs, output = [Path(args.resume)], Path(args.resume).parent
     else:
         if not args.model or not args.task:
             raise _usage("harness run needs --model and --task (or --resume RUN_DIR)")
         if args.data and args.data != "toy":
             raise _usage(f"--data {args.data!r}: the only named data set is 'toy'; use --data-root DIR for real data")
-        config = RunConfig(
-            model=args.model, tasks=args.task, weights=args.weights, data_root=args.data_root,
-            toy=args.data == "toy", split=args.split, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, num_workers=args.num_workers, limit=args.limit, seed=args.seed,
-            overrides=overrides, output=args.output, quiet=args.quiet, skip_bad=args.skip_bad,
-            flush_every=args.flush_every, feature_cache=args.feature_cache,
-        )
+        config = RunConfig(**given)
         runner = Runner(config, force=args.force)
         records = runner.run()
         run_dirs, output = runner.finished_dirs, Path(config.output)
@@ -158,19 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-root", help="directory with the data sets in the layout of docs/datasets.md")
     data.add_argument("--data", choices=("toy",), help="'toy': build the bundled toy suite into the cache if absent, and use it")
     p_run.add_argument("--split", help="split to evaluate (default: each task's paper split)")
-    p_run.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto: cuda when available)")
-    p_run.add_argument("--precision", default="auto", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
+    p_run.add_argument("--device", help="auto|cpu|cuda (default auto: cuda when available)")
+    p_run.add_argument("--precision", help="auto|fp32|bf16|fp16 (default auto: bf16 on GPU, fp32 on CPU)")
     p_run.add_argument("--batch-size", type=int, help="images per model call (default 32 on CPU, 256 on GPU; halved automatically on GPU out-of-memory)")
-    p_run.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes for decoding images and videos (default 0)")
+    p_run.add_argument("--num-workers", type=int, help="DataLoader worker processes for decoding images and videos (default 0)")
     p_run.add_argument("--feature-cache", metavar="DIR", help="reuse vision-encoder features across tasks and runs from DIR ('auto': $HARNESS_CACHE/features); keyed by weights, preprocessing, precision and image content (default off)")
     p_run.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
-    p_run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p_run.add_argument("--seed", type=int, help="random seed (default 0)")
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a protocol setting, e.g. --set k_test=128 (repeatable)")
-    p_run.add_argument("--output", default="results/runs", help="directory for run directories (default results/runs)")
+    p_run.add_argument("--output", help="directory for run directories (default results/runs)")
     p_run.add_argument("--skip-bad", action="store_true", help="skip unreadable or malformed samples and count them in the result instead of stopping")
-    p_run.add_argument("--flush-every", type=int, default=64, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
+    p_run.add_argument("--flush-every", type=int, metavar="N", help="fsync the predictions to disk every N samples (default 64); a killed run loses at most the last N-1")
     p_run.add_argument("--force", action="store_true", help="recompute tasks this command already finished (by default their records are reused and nothing is recomputed); the new run replaces the old one in the same run directory")
-    p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with")
+    p_run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run with the settings it started with; only --skip-bad, --batch-size, --num-workers, --flush-every, --quiet and --feature-cache may change (docs/reliability.md)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
     p_run.add_argument("--log", action="append", metavar="LOGGER", help="also log every result record to tensorboard or wandb (repeatable or comma-separated; each needs its extra: pip install 'vl-harness[tensorboard]')")
     p_run.set_defaults(func=cmd_run)
@@ -223,6 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.OK)
+    except OSError as exc:
+        # A file-system failure no command turned into a HarnessError (a full disk or a read-only
+        # folder met by `toy build`, `compare --output`...) still names its file in one line.
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return int(ExitCode.USAGE)
 
 
 if __name__ == "__main__":

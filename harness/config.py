@@ -141,6 +141,36 @@ def merge_protocol(
     return protocol
 
 
+SEED_RANGE = (0, 2**32 - 1)
+"""The seeds every generator the harness seeds accepts (NumPy's legacy seeding is the narrowest)."""
+
+
+def check_run_options(config: RunConfig) -> None:
+    """Every option of ``harness run`` (or of a ``run.json`` given to ``--resume``) that the parser
+    cannot check, before any data or weights load: types, ranges and names."""
+    counts = (("--batch-size", config.batch_size, 1, True), ("--num-workers", config.num_workers, 0, False),
+              ("--limit", config.limit, 1, True), ("--flush-every", config.flush_every, 1, False),
+              ("--seed", config.seed, SEED_RANGE[0], False))
+    for flag, value, minimum, optional in counts:
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{flag} must be an integer, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{flag} must be at least {minimum}")
+    if config.seed > SEED_RANGE[1]:
+        raise ConfigError(f"--seed must be at most {SEED_RANGE[1]} (2**32 - 1)")
+    if config.device not in DEVICES:
+        raise ConfigError(f"--device {config.device!r}: expected one of {', '.join(DEVICES)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"--precision {config.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    for flag, value in (("--model", config.model), ("--task", config.tasks), ("--output", config.output)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{flag} {value!r}: expected a non-empty string")
+    if not isinstance(config.overrides, dict):
+        raise ConfigError(f"--set: expected key=value settings, got {config.overrides!r}")
+
+
 def resolve_device(device: str) -> str:
     if device not in DEVICES:
         raise ConfigError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
@@ -162,14 +192,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def check_output_dir(path: Path) -> Path:
-    """Create the output directory or fail with one line saying why."""
+def check_output_dir(path: Path, what: str = "output directory") -> Path:
+    """Create the directory (``what`` says which: the output, the feature cache) or fail with one
+    line naming it and saying why."""
+    from harness.errors import OutputError
+
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file, not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        from harness.errors import OutputError
-
-        raise OutputError(f"output directory {path} is not writable ({exc.strerror or exc})") from exc
+        raise OutputError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc
     return path

@@ -16,9 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError
+from harness.results import write_jsonl_atomic
 
 PART_GLOB = "predictions.part*.jsonl"
 MERGED_NAME = "predictions.jsonl"
+
+
+_FIX = "the file was not written by this harness or was edited; delete it (its samples are computed again) or fix the line"
+
+
+def _is_prediction_line(record: Any) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("sample_id"), (str, int))
+            and not isinstance(record.get("sample_id"), bool)
+            and ("prediction" in record or isinstance(record.get("skipped"), str)))
 
 
 def _read_lines(path: Path, *, repair: bool) -> list[dict[str, Any]]:
@@ -29,10 +39,17 @@ def _read_lines(path: Path, *, repair: bool) -> list[dict[str, Any]]:
     for line in raw.splitlines(keepends=True):
         if not line.endswith(b"\n"):
             break
+        number = len(records) + 1
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {len(records) + 1} is not JSON ({exc.msg})") from exc
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: line {number} is not JSON ({getattr(exc, 'msg', exc)}); {_FIX}") from exc
+        if not _is_prediction_line(record):
+            raise DataError(
+                f"{path}: line {number} is not a prediction line (expected an object with a "
+                f"'sample_id' and a 'prediction' or a string 'skipped'); {_FIX}"
+            )
+        records.append(record)
         good_until += len(line)
     if repair and good_until < len(raw):
         with path.open("r+b") as handle:
@@ -112,20 +129,11 @@ class PredictionStore:
         """Write ``predictions.jsonl`` in dataset order atomically, then drop the part files."""
         self.close()
         predictions, skipped = read_predictions(self.run_dir)
-        merged = self.run_dir / MERGED_NAME
-        tmp = merged.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for sample_id in order:
-                if sample_id in predictions:
-                    record = {"sample_id": sample_id, "prediction": predictions[sample_id]}
-                elif sample_id in skipped:
-                    record = {"sample_id": sample_id, "skipped": skipped[sample_id]}
-                else:
-                    continue
-                handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, merged)
+        merged = write_jsonl_atomic(self.run_dir / MERGED_NAME, (
+            {"sample_id": sample_id, "prediction": predictions[sample_id]} if sample_id in predictions
+            else {"sample_id": sample_id, "skipped": skipped[sample_id]}
+            for sample_id in order if sample_id in predictions or sample_id in skipped
+        ))
         for part in self.run_dir.glob(PART_GLOB):
             part.unlink()
         return merged

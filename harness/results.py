@@ -6,8 +6,8 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -21,11 +21,37 @@ RESULT_NAME = "result.json"
 PER_SAMPLE_NAME = "per_sample.jsonl"
 
 
+TEMPORARY_MARK = ".tmp-"
+"""Temporaries of atomic writes are named ``.NAME.tmp-RANDOM`` beside ``NAME``."""
+
+
+def create_temporary(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside ``path`` to write ``path``'s next content into, and its open
+    descriptor. Created with mode 0666 less the umask, as ``open()`` creates files, so the renamed
+    result is as readable as any file the user writes (``tempfile.mkstemp`` would make it 0600)."""
+    while True:
+        temporary = path.parent / f".{path.name}{TEMPORARY_MARK}{secrets.token_hex(4)}"
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete the temporaries a killed atomic write left in ``directory`` (never a finished file:
+    those were renamed away from their temporary name). Call only while no other process writes
+    there (a run holds its directory's lock)."""
+    leftovers = sorted(directory.glob(f".*{TEMPORARY_MARK}*"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
+
+
 def _write_atomic(path: Path, write: Callable[[TextIO], None]) -> Path:
     """Write through a temp file in the same directory, fsync, then rename: a reader sees the old
     file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = create_temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             write(handle)

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cache import open_feature_cache
+from harness.cache import FeatureCache, open_feature_cache
 from harness.caveats import interpretation_fields
 from harness.config import (
     RunConfig,
     check_output_dir,
+    check_run_options,
     default_batch_size,
     merge_protocol,
     resolve_device,
@@ -38,6 +39,7 @@ from harness.errors import CapabilityError, ConfigError, DataError, Interrupted,
 from harness.predictions import MERGED_NAME, PART_GLOB, PredictionStore
 from harness.preflight import PlannedTask, check_before_computing
 from harness.quiet import silenced_output
+from harness.protocol_rules import validate_protocol
 from harness.registry import Registry, check_instance, get_registry
 from harness.results import (
     PER_SAMPLE_NAME,
@@ -45,11 +47,13 @@ from harness.results import (
     SCHEMA,
     now_iso,
     read_record,
+    remove_leftovers,
     versions,
     weights_identity,
     write_json_atomic,
     write_jsonl_atomic,
 )
+from harness.run_data import check_same_data
 from harness.specs import ModelRequest, ModelSpec, TaskSpec
 
 RUN_CONFIG_NAME = "run.json"
@@ -208,6 +212,7 @@ class Runner:
         """Run directory of each record ``run`` returned, in the same order (process 0 only)."""
         self.task_label = ""
         """``[2/11] coco_captioning``: which task of the run is running, for progress lines."""
+        self.feature_cache: FeatureCache | None = None
 
     def plan(self) -> tuple[ModelSpec, list[TaskSpec]]:
         """Every check that needs no data or weights, done before anything heavy is loaded."""
@@ -220,16 +225,14 @@ class Runner:
         for key in self.config.overrides:
             if not any(key in task.protocol for task in tasks):
                 merge_protocol(tasks[0].name, tasks[0].protocol, {}, {key: self.config.overrides[key]})
+        for task in tasks:
+            protocol = merge_protocol(task.name, task.protocol, model.protocol_overrides, self.config.overrides, strict=False)
+            validate_protocol(task.name, protocol, task.rules)
+        check_run_options(self.config)
         if self.config.split is not None:
             if not any(self.config.split in task.splits for task in tasks):
                 known = sorted({s for t in tasks for s in t.splits})
                 raise ConfigError(f"--split {self.config.split!r} is not a split of {self.config.tasks!r} (splits: {', '.join(known)})")
-        if self.config.batch_size is not None and self.config.batch_size < 1:
-            raise ConfigError("--batch-size must be at least 1")
-        if self.config.flush_every < 1:
-            raise ConfigError("--flush-every must be at least 1")
-        if self.config.limit is not None and self.config.limit < 1:
-            raise ConfigError("--limit must be at least 1")
         return model, tasks
 
     def _tasks_the_model_can_run(self, model: ModelSpec, tasks: list[TaskSpec]) -> list[TaskSpec]:
@@ -273,6 +276,7 @@ class Runner:
                 model_spec, [self.planned(model_spec, task) for task in tasks], data_root,
                 weights=self.config.weights, skip_bad=self.config.skip_bad, report=self.report,
             )
+        self.feature_cache = open_feature_cache(self.config.feature_cache)
         records = []
         for number, task in enumerate(tasks, start=1):
             self.task_label = f"[{number}/{len(tasks)}] {task.name}"
@@ -307,7 +311,8 @@ class Runner:
             else:
                 name = f"{config.model}__{spec.name}__{split}__{_run_key(config, spec, split, protocol, dataset.fingerprint, precision)}"
                 run_dir = output / name
-            run_dir.mkdir(parents=True, exist_ok=True)
+            with writing_into(run_dir):
+                run_dir.mkdir(parents=True, exist_ok=True)
             reuse = (run_dir / RESULT_NAME).exists() and not self.force
         shared_dir, reuse = dist.broadcast((str(run_dir), reuse) if dist.is_main else None)
         run_dir = Path(shared_dir)
@@ -317,23 +322,26 @@ class Runner:
             self.report(f"{spec.name}: already finished in {run_dir}; reusing its record (--force recomputes it)")
             self.finished_dirs.append(run_dir)
             return read_record(run_dir)
-        lock = RunLock(run_dir) if dist.is_main else None
-        try:
-            if dist.is_main:
-                if self.force:
-                    discard_finished(run_dir)
-                write_json_atomic(run_dir / RUN_CONFIG_NAME, {**config.to_json(), "task": spec.name, "split": split})
-            dist.barrier()
-            return self._evaluate(model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
-                                  device, precision, dist, started, load_seconds)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"interrupted; the finished predictions are saved in {run_dir}; "
-                f"resume with `harness run --resume {run_dir}` (or the same command)"
-            ) from None
-        finally:
-            if lock is not None:
-                lock.release()
+        with writing_into(run_dir):
+            lock = RunLock(run_dir) if dist.is_main else None
+            try:
+                if dist.is_main:
+                    remove_leftovers(run_dir)
+                    if self.force:
+                        discard_finished(run_dir)
+                    check_same_data(run_dir, dataset)
+                    write_json_atomic(run_dir / RUN_CONFIG_NAME, {**config.to_json(), "task": spec.name, "split": split})
+                dist.barrier()
+                return self._evaluate(model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
+                                      device, precision, dist, started, load_seconds)
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"interrupted; the finished predictions are saved in {run_dir}; "
+                    f"resume with `harness run --resume {run_dir}` (or the same command)"
+                ) from None
+            finally:
+                if lock is not None:
+                    lock.release()
 
     def _evaluate(self, model_spec, spec, task, dataset, protocol, split, data_root, run_dir,
                   device, precision, dist, started, load_seconds) -> dict[str, Any] | None:
@@ -347,7 +355,7 @@ class Runner:
         ctx = RunContext(
             protocol=dict(protocol), predictions=store, device=device, precision=precision,
             batch_size=config.batch_size or default_batch_size(device), seed=config.seed, num_workers=config.num_workers,
-            feature_cache=open_feature_cache(config.feature_cache),
+            feature_cache=self.feature_cache,
             quiet=config.quiet, skip_bad=config.skip_bad, rank=dist.rank, world_size=dist.world_size,
             label=self.task_label,
         )
@@ -376,11 +384,6 @@ class Runner:
                     f"interrupted: {kept} finished predictions are saved in {run_dir}; "
                     f"resume with `harness run --resume {run_dir}` (or the same command)"
                 ) from None
-            if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
-                raise OutputError(
-                    f"cannot write to {run_dir} ({os.strerror(exc.errno)}); the predictions written before "
-                    f"this are kept; free space and resume with `harness run --resume {run_dir}`"
-                ) from exc
             raise
         # A collective, so also the point where every process has closed its part file.
         batch_sizes_used = dist.gather(ctx.batch_size_used)
@@ -464,6 +467,24 @@ class Runner:
         return record
 
 
+@contextmanager
+def writing_into(run_dir: Path) -> Iterator[None]:
+    """A write into the run directory that fails (a full disk or quota, a file-size limit, a
+    read-only mount or directory) becomes one line naming the directory, wherever in the run it
+    happens: creating it, locking it, saving ``run.json``, appending predictions, writing the
+    record. Errors about files elsewhere (data, weights) pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        outside = exc.filename is not None and not Path(exc.filename).resolve().is_relative_to(run_dir.resolve())
+        if exc.errno not in _OUTPUT_ERRNOS or outside:
+            raise
+        raise OutputError(
+            f"cannot write to {run_dir} ({os.strerror(exc.errno)}); the predictions written before "
+            f"this are kept; free space (or make it writable) and resume with `harness run --resume {run_dir}`"
+        ) from exc
+
+
 def _close_quietly(store: PredictionStore) -> None:
     """Flush and close on the way out of a failed run; a second write error (the disk is still
     full) must not hide the first."""
@@ -492,19 +513,67 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resume(run_dir: Path, registry: Registry | None = None, report: Reporter = _print,
-           overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Finish an interrupted run with the settings it was started with."""
+RESUME_SAFE = ("skip_bad", "batch_size", "num_workers", "quiet", "feature_cache", "flush_every")
+"""Options that change how a run computes, not what it computes: given with ``--resume`` they
+replace the saved ones. Any other option given with ``--resume`` must equal the saved value."""
+_FLAGS = {"tasks": "--task", "overrides": "--set", "toy": "--data toy"}
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """``RUN_DIR/run.json`` as saved by ``run_task``, refused with one line when it is missing,
+    unreadable or not the shape the harness writes (an edited or damaged file)."""
     path = run_dir / RUN_CONFIG_NAME
     if not path.is_file():
         raise ConfigError(f"--resume {run_dir}: no {RUN_CONFIG_NAME} there; is it a harness run directory?")
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as JSON ({exc}); the run cannot be resumed: start it again without --resume") from exc
+    required = {"model": str, "task": str, "split": str, "tasks": str}
+    wrong = [key for key, kind in required.items() if not isinstance(saved, dict) or not isinstance(saved.get(key), kind)]
+    if wrong:
+        raise ConfigError(
+            f"{path}: not a harness run configuration (missing or malformed: {', '.join(wrong)}); "
+            "the run cannot be resumed: start it again without --resume"
+        )
+    return saved
+
+
+def resume(run_dir: Path, registry: Registry | None = None, report: Reporter = _print,
+           options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Finish an interrupted run with the settings it was started with. ``options`` are the
+    ``RunConfig`` fields given on the command line with ``--resume``: those in ``RESUME_SAFE``
+    are honoured; any other that differs from the saved run is refused, naming the options, so
+    no flag is silently ignored."""
+    saved = read_run_config(run_dir)
+    options = dict(options or {})
+    changed = [_flag(name) for name, value in options.items() if name not in RESUME_SAFE and not _agrees(name, value, saved)]
+    if changed:
+        raise ConfigError(
+            f"--resume {run_dir} continues that run with the settings it started with; "
+            f"{', '.join(changed)} cannot change on resume (only {', '.join(map(_flag, RESUME_SAFE))} can): "
+            "drop them, or start a new run without --resume"
+        )
     config = RunConfig.from_json(saved)
     config.tasks = saved["task"]
     config.split = saved["split"]
-    for key, value in (overrides or {}).items():
-        setattr(config, key, value)
+    for name in RESUME_SAFE:
+        if name in options:
+            setattr(config, name, options[name])
     return Runner(config, registry, report).run(resume_dir=run_dir, only_task=saved["task"])
+
+
+def _flag(name: str) -> str:
+    """The command-line option of a ``RunConfig`` field."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _agrees(name: str, value: Any, saved: Mapping[str, Any]) -> bool:
+    """Whether an option given with ``--resume`` asks for what the run already uses (``--task``
+    may name the whole list the run was started with or this directory's task)."""
+    if name == "tasks":
+        return value in (saved["tasks"], saved["task"])
+    return value == saved.get(name)
 
 
 def run_from_record(record: Mapping[str, Any], output: Path, registry: Registry | None = None,

@@ -144,6 +144,9 @@ class TaskSpec:
     """External programs the task runs (name on PATH -> why, and how to install it); ``harness
     run`` looks them up before any weights load, so scoring cannot fail for want of one hours
     later."""
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    """Protocol key -> a ``harness.protocol_rules.Rule`` saying what values the task accepts;
+    checked (``validate_protocol``) before any data or weights load."""
 
     def build(self) -> Any:
         return resolve_factory(self.factory, f"task {self.name!r}")(self)

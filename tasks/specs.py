@@ -8,6 +8,7 @@ registered the same way from its own entry point.
 from __future__ import annotations
 
 from harness.hookspecs import hookimpl
+from harness.protocol_rules import NON_NEGATIVE, POSITIVE, Choice, Either, Flag, Integer, Number, Text
 from harness.specs import Caveat, TaskSpec
 
 _RETRIEVAL_CAPS = ("ImagePreprocessor", "ImageEncoder", "ImageTextEmbedder")
@@ -60,6 +61,32 @@ _VQA_TEST = Caveat(
     splits=("test",),
 )
 
+# What each protocol value may be (harness.protocol_rules), checked before data or weights load.
+_AUTO_TRUE_FALSE = Choice(("auto", True, False))
+_FRAMES = {"num_frames": POSITIVE, "frame_sampling": Choice(("strided", "uniform")),
+           "frame_resize": Choice(("decord", "pil"))}
+"""``frame_sampling`` names ``harness.media.FRAME_SAMPLINGS`` and ``frame_resize``
+``harness_tasks.video.FRAME_RESIZES`` (not imported: listing stays light)."""
+_LENGTH_NORMALIZATION = Choice(("blip", "generated"))
+"""``harness.capabilities.LENGTH_NORMALIZATIONS``."""
+_RETRIEVAL_RULES = {
+    "image_size": POSITIVE, "max_words": POSITIVE, "max_text_tokens": Integer(minimum=2),
+    "rerank": _AUTO_TRUE_FALSE, "k_test": POSITIVE,
+}
+_CAPTIONING_RULES = {
+    "image_size": POSITIVE, "prompt": Text(), "num_beams": POSITIVE, "max_length": POSITIVE,
+    "min_length": Integer(minimum=0, at_most_key="max_length"), "repetition_penalty": Number(0, minimum_open=True),
+    "sample": Flag(), "top_p": Number(0, 1, minimum_open=True), "spice": _AUTO_TRUE_FALSE,
+    "length_normalization": _LENGTH_NORMALIZATION,
+}
+_VQA_RULES = {
+    "image_size": POSITIVE, "mode": Choice(("rank", "generate")), "k_test": POSITIVE,
+    "rank_label_smoothing": Number(0, 1, maximum_open=True), "num_beams": POSITIVE, "max_length": POSITIVE,
+    "min_length": Integer(minimum=0, at_most_key="max_length"), "max_question_words": POSITIVE,
+    "prompt": Text(), "length_penalty": Number(), "length_normalization": _LENGTH_NORMALIZATION,
+    "vqa_scorer": Choice(("official", "2016")),
+}
+
 TASK_SPECS: tuple[TaskSpec, ...] = (
     TaskSpec(
         name="coco_retrieval",
@@ -67,6 +94,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="COCO image-text retrieval (Karpathy 5k test): ITC shortlist, ITM re-rank of the top 256",
         capabilities=_RETRIEVAL_CAPS,
         protocol={**_RETRIEVAL, "k_test": 256},
+        rules=_RETRIEVAL_RULES,
         splits=("karpathy_test_5k", "karpathy_val_5k"),
         default_split="karpathy_test_5k",
         data_dir="coco",
@@ -78,6 +106,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="Flickr30k image-text retrieval (1k test): ITC shortlist, ITM re-rank of the top 128",
         capabilities=_RETRIEVAL_CAPS,
         protocol={**_RETRIEVAL, "k_test": 128},
+        rules=_RETRIEVAL_RULES,
         splits=("karpathy_test_1k", "karpathy_val_1k"),
         default_split="karpathy_test_1k",
         data_dir="flickr30k",
@@ -89,6 +118,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="Zero-shot Flickr30k retrieval with the COCO-finetuned model",
         capabilities=_RETRIEVAL_CAPS,
         protocol={**_RETRIEVAL, "k_test": 128},
+        rules=_RETRIEVAL_RULES,
         splits=("karpathy_test_1k",),
         default_split="karpathy_test_1k",
         data_dir="flickr30k",
@@ -100,6 +130,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="COCO captioning (Karpathy test): BLEU-1..4, METEOR, ROUGE-L, CIDEr, SPICE",
         capabilities=("ImagePreprocessor", "ImageEncoder", "Captioner"),
         protocol=_CAPTIONING,
+        rules=_CAPTIONING_RULES,
         splits=("karpathy_test", "karpathy_val"),
         default_split="karpathy_test",
         data_dir="coco",
@@ -112,6 +143,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="NoCaps validation: in-, near-, out-of-domain and overall CIDEr/SPICE",
         capabilities=("ImagePreprocessor", "ImageEncoder", "Captioner"),
         protocol={**_CAPTIONING, "repetition_penalty": 1.1},
+        rules=_CAPTIONING_RULES,
         splits=("val",),
         default_split="val",
         data_dir="nocaps",
@@ -125,6 +157,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="VQA v2: answer ranking (default) or generation; official VQA accuracy; test-set submission file",
         capabilities=("ImagePreprocessor", "ImageEncoder", "VisualQuestionAnswerer"),
         protocol={**_VQA, "vqa_scorer": "official"},
+        rules=_VQA_RULES,
         splits=("val", "test"),
         default_split="val",
         data_dir="vqav2",
@@ -137,6 +170,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="NLVR2: does a statement hold for an image pair; accuracy on dev and test-P",
         capabilities=("ImagePreprocessor", "ImageEncoder", "PairVerifier"),
         protocol={"image_size": 384, "max_words": 40, "max_text_tokens": 128},
+        rules={"image_size": POSITIVE, "max_words": POSITIVE, "max_text_tokens": Integer(minimum=2)},
         splits=("test_p", "dev"),
         default_split="test_p",
         data_dir="nlvr2",
@@ -148,6 +182,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="VisDial v1.0 val: rank 100 candidate answers; MRR, R@1/5/10, mean rank, NDCG",
         capabilities=("ImagePreprocessor", "ImageEncoder", "DialogAnswerRanker"),
         protocol={"image_size": 384, "max_text_tokens": 256, "history_rounds": 10},
+        rules={"image_size": POSITIVE, "max_text_tokens": Integer(minimum=2), "history_rounds": NON_NEGATIVE},
         splits=("v1.0_val",),
         default_split="v1.0_val",
         data_dir="visdial",
@@ -160,6 +195,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         capabilities=("ImagePreprocessor", "VideoEncoder", "ImageTextEmbedder"),
         protocol={**_RETRIEVAL, "max_words": 40, "k_test": 128, "num_frames": 8, "frame_sampling": "strided",
                   "frame_resize": "decord"},
+        rules={**_RETRIEVAL_RULES, **_FRAMES},
         splits=("test_1k_a",),
         default_split="test_1k_a",
         data_dir="msrvtt",
@@ -171,6 +207,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="Zero-shot MSRVTT-QA with the VQA model, 16 frames; top-1 accuracy",
         capabilities=_VIDEO_QA_CAPS,
         protocol=_VIDEO_QA,
+        rules={**_VQA_RULES, **_FRAMES},
         splits=("test",),
         default_split="test",
         data_dir="msrvtt",
@@ -191,6 +228,11 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
             "wrong_fraction": 0.25,
             "partial_fraction": 0.25,
         },
+        rules={
+            "image_size": POSITIVE, "max_words": POSITIVE, "max_text_tokens": Integer(minimum=2),
+            "score": Choice(("auto", "itm", "itc")), "threshold": Either((Choice(("auto",)), Number())),
+            "plan_seed": Integer(0, 2**32 - 1), "wrong_fraction": Number(0, 1), "partial_fraction": Number(0, 1),
+        },
         splits=("web", "coco_karpathy_test_5k", "coco_karpathy_val_5k", "flickr30k_karpathy_test_1k", "flickr30k_karpathy_val_1k"),
         default_split="web",
         # The web split lives in web/, the retrieval splits in coco/ and flickr30k/.
@@ -202,6 +244,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="Zero-shot MSVD-QA with the VQA model, 16 frames; top-1 accuracy",
         capabilities=_VIDEO_QA_CAPS,
         protocol=_VIDEO_QA,
+        rules={**_VQA_RULES, **_FRAMES},
         splits=("test",),
         default_split="test",
         data_dir="msvd",

@@ -15,7 +15,10 @@ import ctypes
 import json
 import os
 import resource
+import shlex
+import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ from cli_process import (
     copy_task_data,
     finished_records,
     harness_command,
+    harness_env,
     only_run_dir,
     read_predictions,
     read_result,
@@ -488,3 +492,360 @@ def test_the_result_records_the_batch_size_that_fit(tmp_path: Path, toy_root: Pa
     for key, prediction in whole.items():
         assert halved[key]["label"] == prediction["label"]
         assert halved[key]["probability"] == pytest.approx(prediction["probability"], abs=1e-6)
+
+
+# -- protocol values and run options (checked before any data or weights load) -------------------
+
+MISSING_DATA = "/nonexistent/data-root"
+"""A data root that does not exist: an error about it would mean the data was looked at first."""
+
+
+@pytest.mark.parametrize(
+    ("task", "option", "message"),
+    [
+        ("vqav2", ["--set", "k_test=0"], "task 'vqav2': protocol k_test=0: must be at least 1"),
+        ("msrvtt_qa", ["--set", "frame_sampling=random"],
+         "task 'msrvtt_qa': protocol frame_sampling='random': expected one of 'strided', 'uniform'"),
+        ("nocaps", ["--set", "min_length=30"], "task 'nocaps': protocol min_length=30: must be at most max_length (20)"),
+        ("coco_captioning", ["--set", "top_p=0"], "task 'coco_captioning': protocol top_p=0.0: must be greater than 0"),
+        ("visdial", ["--set", "history_rounds=-1"], "task 'visdial': protocol history_rounds=-1: must be at least 0"),
+        ("coco_retrieval", ["--set", "rerank=sometimes"], "protocol rerank='sometimes': expected one of 'auto', true, false"),
+        ("nlvr2", ["--seed", "-1"], "--seed must be at least 0"),
+        ("nlvr2", ["--seed", str(2**32)], "--seed must be at most 4294967295"),
+        ("nlvr2", ["--num-workers", "-2"], "--num-workers must be at least 0"),
+        ("nlvr2", ["--device", "tpu"], "--device 'tpu': expected one of auto, cpu, cuda"),
+    ],
+    ids=["vqa-k_test-0", "frame-sampling", "min-above-max-length", "top_p-0", "negative-history",
+         "rerank-choice", "negative-seed", "seed-too-large", "negative-workers", "unknown-device"],
+)
+def test_a_value_that_passes_the_parser_but_not_the_task_is_refused_before_any_data_loads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, task: str, option: list[str], message: str
+) -> None:
+    args = ["--model", "blip-tiny", "--task", task, "--data-root", MISSING_DATA, "--output", str(tmp_path / "runs"), *option]
+    code, _, err = harness_run(capsys, args)
+    assert code == 2
+    assert_one_clear_line(err, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_protocol_value_beyond_what_the_weights_can_run_is_one_line(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = harness_run(capsys, run_args(nlvr2_data, "nlvr2", tmp_path / "runs", "--set", "max_text_tokens=600"))
+    assert code == 2
+    assert_one_clear_line(err, "protocol max_text_tokens=600: these weights have 512 text positions")
+
+
+def test_every_protocol_key_of_every_task_has_a_rule_that_accepts_its_default() -> None:
+    from harness.media import FRAME_SAMPLINGS
+    from harness.protocol_rules import validate_protocol
+    from harness_tasks.specs import TASK_SPECS
+
+    for spec in TASK_SPECS:
+        assert set(spec.rules) == set(spec.protocol), spec.name
+        validate_protocol(spec.name, spec.protocol, spec.rules)
+        if "frame_sampling" in spec.rules:
+            assert spec.rules["frame_sampling"].options == FRAME_SAMPLINGS
+
+
+# -- writes that fail: a full disk, a read-only run directory, an unusable feature cache -----------
+
+
+def _namespaces_work() -> bool:
+    """Whether this machine lets a process mount in its own user and mount namespace (as root or
+    as a user), which the tests below use to give a run a real full or read-only file system."""
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+needs_namespaces = pytest.mark.skipif(not _namespaces_work(), reason="cannot create a user and mount namespace")
+
+
+def run_with_mounts(mounts: list[str], args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    """``harness ARGS`` in a private mount namespace after the shell commands ``mounts`` (a tmpfs
+    that is full, a read-only bind mount): real ENOSPC and EROFS, gone when the process ends."""
+    script = " && ".join([*mounts, "exec " + shlex.join(harness_command(args))])
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                          env=harness_env(cache))
+
+
+def full_tmpfs(path: Path) -> list[str]:
+    """Mount a 64 kB tmpfs at ``path`` and fill it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return [f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(path))}",
+            f"(dd if=/dev/zero of={shlex.quote(str(path / 'fill'))} bs=4k 2>/dev/null || true)"]
+
+
+def read_only(path: Path) -> list[str]:
+    quoted = shlex.quote(str(path))
+    return [f"mount --bind {quoted} {quoted}", f"mount -o remount,ro,bind {quoted}"]
+
+
+def unfinished_run(capsys: pytest.CaptureFixture[str], data: Path, output: Path, *extra: str) -> Path:
+    """The run directory of a finished run turned back into one stopped after its last prediction:
+    no record, the predictions in a part file, as a killed run leaves them."""
+    code, _, err = harness_run(capsys, run_args(data, "nlvr2", output, *extra))
+    assert code == 0, err
+    run_dir = only_run_dir(output)
+    (run_dir / "result.json").unlink()
+    (run_dir / "predictions.jsonl").rename(run_dir / "predictions.part0.jsonl")
+    return run_dir
+
+
+@pytest.mark.slow
+@needs_namespaces
+def test_a_disk_full_before_the_first_file_of_the_run_is_one_line(
+    tmp_path: Path, nlvr2_data: Path, toy_cache: Path
+) -> None:
+    output = tmp_path / "full"
+    done = run_with_mounts(full_tmpfs(output), ["run", *run_args(nlvr2_data, "nlvr2", output / "runs")], toy_cache)
+    assert done.returncode == 2, done.stderr
+    line = assert_one_clear_line(done.stderr, "cannot write to", "(No space left on device)", "harness run --resume")
+    assert str(output / "runs") in line
+
+
+@pytest.mark.slow
+@needs_namespaces
+def test_a_read_only_run_directory_is_one_line_naming_it(
+    tmp_path: Path, nlvr2_data: Path, toy_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = unfinished_run(capsys, nlvr2_data, tmp_path / "runs")
+    done = run_with_mounts(read_only(run_dir), ["run", "--resume", str(run_dir)], toy_cache)
+    assert done.returncode == 2, done.stderr
+    assert_one_clear_line(done.stderr, f"cannot write to {run_dir} (Read-only file system)")
+
+
+def test_a_feature_cache_path_that_is_a_file_is_named_as_the_cache(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "features"
+    cache.write_text("not a folder")
+    code, _, err = harness_run(capsys, run_args(nlvr2_data, "nlvr2", tmp_path / "runs", "--feature-cache", str(cache)))
+    assert code == 2
+    assert_one_clear_line(err, f"feature cache (--feature-cache) {cache} is a file, not a directory")
+
+
+@pytest.mark.slow
+@needs_namespaces
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_a_feature_cache_that_cannot_be_written_is_named_not_the_run_directory(
+    tmp_path: Path, nlvr2_data: Path, toy_cache: Path, fault: str
+) -> None:
+    cache = tmp_path / "features"
+    cache.mkdir()
+    # A full cache keeps room for its key file, not for the features: the failure comes mid-run.
+    mounts = read_only(cache) if fault == "read-only" else [
+        f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(cache))}",
+        f"(dd if=/dev/zero of={shlex.quote(str(cache / 'fill'))} bs=4k count=15 2>/dev/null || true)"]
+    output = tmp_path / "runs"
+    done = run_with_mounts(mounts, ["run", *run_args(nlvr2_data, "nlvr2", output, "--feature-cache", str(cache))], toy_cache)
+    assert done.returncode == 2, done.stderr
+    line = assert_one_clear_line(done.stderr, str(cache))
+    assert ("Read-only file system" if fault == "read-only" else "No space left on device") in line
+    assert str(output) not in line
+
+
+# -- weights: truncated files, malformed configurations, tensors that do not fit ------------------
+
+
+@pytest.fixture(scope="module")
+def saved_heads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Hugging Face directories (``harness convert``'s layout) of the tiny VQA and NLVR2 heads."""
+    from harness_plugins.blip.catalog import VQA
+    from harness_plugins.blip.convert import save_head
+
+    root = tmp_path_factory.mktemp("heads")
+    heads = {}
+    for head in (VQA, NLVR2):
+        tiny = random_tiny(head)
+        save_head(tiny.module, head, tiny.tokenizer, root / head)
+        heads[head] = root / head
+    return heads
+
+
+def _truncate_weights(folder: Path) -> str:
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return f"{weights}: cannot be read as safetensors"
+
+
+def _config_list(folder: Path) -> str:
+    (folder / "config.json").write_text("[1, 2]")
+    return f"{folder / 'config.json'}: expected a JSON object (a model configuration), found a JSON list"
+
+
+def _config_wrong_type(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["hidden_size"] = "wide"
+    (folder / "config.json").write_text(json.dumps(config))
+    return "Field 'hidden_size' expected int, got str (value: 'wide')"
+
+
+def _edit_tensor(change: Callable[[torch.Tensor], torch.Tensor], message: str) -> Callable[[Path], str]:
+    def edit(folder: Path) -> str:
+        from safetensors.torch import load_file, save_file
+
+        weights = folder / "model.safetensors"
+        state = load_file(weights)
+        state[FC1] = change(state[FC1]).contiguous()
+        save_file(state, weights, metadata={"format": "pt"})
+        return f"{FC1}: {message}"
+
+    return edit
+
+
+FC1 = "vision_model.encoder.layers.0.mlp.fc1.weight"
+_INTEGER = _edit_tensor(lambda t: (t * 100).round().to(torch.int64), "dtype int64, expected floating-point (float32)")
+_NARROW = _edit_tensor(lambda t: t[:, :-1], "shape (256, 127), expected (256, 128)")
+
+
+@pytest.mark.parametrize("head", ["vqa", "nlvr2"])
+@pytest.mark.parametrize(
+    "corrupt", [_truncate_weights, _config_list, _config_wrong_type, _INTEGER, _NARROW],
+    ids=["truncated-safetensors", "config-not-an-object", "config-field-of-wrong-type", "integer-weights", "wrong-shape"],
+)
+def test_weights_that_cannot_be_loaded_faithfully_are_one_line_naming_the_fault(
+    tmp_path: Path, toy_root: Path, saved_heads: dict[str, Path], capsys: pytest.CaptureFixture[str],
+    head: str, corrupt: Callable[[Path], str],
+) -> None:
+    task, annotations = ("nlvr2", NLVR2_FILE) if head == "nlvr2" else ("vqav2", VQA_FILE)
+    data = copy_task_data(toy_root, task, tmp_path / "data")
+    cut_records(data / annotations, 2)
+    weights = tmp_path / "weights"
+    shutil.copytree(saved_heads[head], weights)
+    message = corrupt(weights)
+    code, _, err = harness_run(capsys, run_args(data, task, tmp_path / "runs", "--weights", str(weights)))
+    assert code == 2, err
+    assert_one_clear_line(err, message)
+
+
+def test_integer_weights_in_an_official_checkpoint_are_refused_not_cast(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = random_tiny(NLVR2).module.state_dict()
+    state[FC1] = (state[FC1] * 100).round().to(torch.int64)
+    weights = save_state(tmp_path / "model_tiny_nlvr.pth", state)
+    code, _, err = harness_run(capsys, run_args(nlvr2_data, "nlvr2", tmp_path / "runs", "--weights", str(weights)))
+    assert code == 2
+    assert_one_clear_line(err, str(weights), f"{FC1}: dtype int64, expected floating-point (float32)")
+
+
+@pytest.mark.slow
+def test_missing_keys_are_the_only_line_not_after_transformers_own_report(
+    tmp_path: Path, toy_root: Path, toy_cache: Path, saved_heads: dict[str, Path]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    data = copy_task_data(toy_root, "vqav2", tmp_path / "data")
+    cut_records(data / VQA_FILE, 2)
+    weights = tmp_path / "weights"
+    shutil.copytree(saved_heads["vqa"], weights)
+    state = load_file(weights / "model.safetensors")
+    del state[FC1]
+    save_file(state, weights / "model.safetensors", metadata={"format": "pt"})
+    done = run_harness(["run", *run_args(data, "vqav2", tmp_path / "runs", "--weights", str(weights))], toy_cache)
+    assert done.returncode == 2
+    assert_one_clear_line(done.stderr, "weights do not fit BlipForQuestionAnswering: missing keys", FC1)
+
+
+# -- resume: its own files damaged, options given with it, data changed since --------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [('{"model": "blip-tiny", ', "cannot be read as JSON"),
+     ("[1, 2]", "not a harness run configuration (missing or malformed: model, task, split, tasks)"),
+     ('{"model": "blip-tiny", "tasks": "nlvr2", "task": "nlvr2", "split": "test_p", "seed": "zero"}',
+      "--seed must be an integer, got 'zero'")],
+    ids=["not-json", "not-an-object", "field-of-wrong-type"],
+)
+def test_a_corrupt_run_json_given_to_resume_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(content)
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir)])
+    assert code == 2
+    assert_one_clear_line(err, message)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("not json at all\n", "line 2 is not JSON"),
+     ('["a list"]\n', "line 2 is not a prediction line"),
+     ('{"prediction": {"label": true}}\n', "line 2 is not a prediction line")],
+    ids=["not-json", "not-an-object", "no-sample-id"],
+)
+def test_a_damaged_prediction_part_file_is_one_line_naming_file_and_line(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    run_dir = unfinished_run(capsys, nlvr2_data, tmp_path / "runs")
+    part = run_dir / "predictions.part0.jsonl"
+    first = part.read_text().splitlines(keepends=True)[0]
+    part.write_text(first + line)
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir)])
+    assert code == 2
+    assert_one_clear_line(err, f"{part}: {message}")
+
+
+def test_resume_honours_the_options_safe_to_change_and_refuses_the_others_by_name(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = unfinished_run(capsys, nlvr2_data, tmp_path / "runs")
+    saved = (run_dir / "run.json").read_text()
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir), "--seed", "3", "--set", "max_words=5",
+                                        "--precision", "bf16", "--batch-size", "2"])
+    assert code == 2
+    assert_one_clear_line(err, f"--resume {run_dir}", "--precision, --seed, --set cannot change on resume")
+    assert (run_dir / "run.json").read_text() == saved and not (run_dir / "result.json").exists()
+    # The run's own values may be repeated; the safe options take effect.
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir), "--model", "blip-tiny", "--task", "nlvr2",
+                                        "--seed", "0", "--batch-size", "2", "--skip-bad", "--flush-every", "5"])
+    assert code == 0, err
+    record = read_result(run_dir)
+    assert record["batch_size"] == 2
+    assert record["run_config"]["skip_bad"] is True and record["run_config"]["flush_every"] == 5
+    assert record["samples"]["resumed"] == 2
+
+
+def test_resume_refuses_data_changed_since_the_run_started_naming_the_samples(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = unfinished_run(capsys, nlvr2_data, tmp_path / "runs")
+    edit_record(nlvr2_data / NLVR2_FILE, 1, _set("sentence", "three cats"))
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir)])
+    assert code == 2
+    assert_one_clear_line(err, f"nlvr2 [test_p]: the data changed since the run in {run_dir} started",
+                          "1 sample changed (1)", "without --resume")
+    assert not (run_dir / "result.json").exists()
+
+
+def test_resume_removes_the_temporaries_a_killed_write_left(
+    tmp_path: Path, nlvr2_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = unfinished_run(capsys, nlvr2_data, tmp_path / "runs")
+    leftovers = [run_dir / ".result.json.tmp-0badf00d", run_dir / ".predictions.jsonl.tmp-12345678"]
+    for leftover in leftovers:
+        leftover.write_text('{"half": ')
+    code, _, err = harness_run(capsys, ["--resume", str(run_dir)])
+    assert code == 0, err
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def _umask_022() -> None:
+    os.umask(0o022)
+
+
+@pytest.mark.slow
+def test_the_files_of_a_run_honour_the_umask(tmp_path: Path, nlvr2_data: Path, toy_cache: Path) -> None:
+    output = tmp_path / "runs"
+    done = run_harness(["run", *run_args(nlvr2_data, "nlvr2", output)], toy_cache, preexec_fn=_umask_022)
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(output)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in run_dir.iterdir()}
+    assert {"result.json", "predictions.jsonl", "run.json"} <= set(modes)
+    assert set(modes.values()) == {oct(0o644)}, modes

@@ -20,6 +20,7 @@ from transformers import CLIPModel, CLIPTokenizer
 from harness.capabilities import TextFeatures, VisualFeatures
 from harness.errors import ConfigError, ModelLoadError
 from harness.specs import ModelRequest
+from harness.weights_check import check_loading_info, check_safetensors, one_line, quiet_transformers
 from harness_plugins.clip.preprocess import clip_preprocess
 from harness_plugins.clip.tiny import TINY_SEED, tiny_clip_model, tiny_clip_tokenizer
 
@@ -131,12 +132,20 @@ def weight_files(folder: Path) -> list[Path]:
 def build_clip(request: ModelRequest) -> ClipEmbedder:
     """Factory of the ``clip`` model: pretrained CLIP from a local folder or the offline cache."""
     weights = request.weights or DEFAULT_WEIGHTS
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import CLIPConfig
+
     folder = resolve_local_weights(weights)
+    source = f"CLIP weights {weights!r} ({folder})"
     try:
-        model = CLIPModel.from_pretrained(folder, local_files_only=True)
+        config = CLIPConfig.from_pretrained(folder, local_files_only=True)
+        check_safetensors(CLIPModel, config, sorted(folder.glob("*.safetensors")), source)
+        with quiet_transformers():
+            model, info = CLIPModel.from_pretrained(folder, config=config, local_files_only=True, output_loading_info=True)
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"CLIP weights {weights!r} ({folder}) cannot be loaded: {exc}") from exc
+    except (OSError, ValueError, TypeError, RuntimeError, StrictDataclassError) as exc:
+        raise ModelLoadError(f"{source} cannot be loaded: {one_line(exc)}") from exc
+    check_loading_info(info, source, "CLIPModel")
     return _embedder(model, tokenizer, request, weights_name=weights, weights_files=weight_files(folder))
 
 

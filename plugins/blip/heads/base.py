@@ -54,6 +54,11 @@ class BlipModel:
         self.image_size = image_size
         self.protocol = dict(request.protocol)
         self.max_text_tokens = int(self.protocol.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS))
+        positions = self.module.config.text_config.max_position_embeddings
+        if self.max_text_tokens > positions:
+            # Longer texts would index past the position embeddings mid-run.
+            raise ConfigError(f"protocol max_text_tokens={self.max_text_tokens}: these weights have "
+                              f"{positions} text positions; use --set max_text_tokens={positions} or less")
         self.enc_token_id = enc_token_id(self.tokenizer)
         self.weights_name: str = loaded.weights_name
         self.weights_files: list[Path] = list(loaded.weights_files)

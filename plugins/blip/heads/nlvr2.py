@@ -29,6 +29,7 @@ from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVi
 from transformers.models.blip.modeling_blip_text import BlipTextSelfAttention
 
 from harness.errors import ModelLoadError
+from harness.weights_check import one_line
 from harness_plugins.blip.loading.state_dicts import load_state_strict
 
 DEFAULT_MERGE_LAYER = 6
@@ -193,11 +194,13 @@ def load_nlvr2(path: str | Path) -> BlipNLVR2Model:
         raise ModelLoadError(f"{config_path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or data.get("architecture") != ARCHITECTURE:
         raise ModelLoadError(f"{config_path}: expected 'architecture': {ARCHITECTURE!r}")
+    from huggingface_hub.errors import StrictDataclassError
+
     try:
         config = BlipNLVR2Config.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{config_path}: malformed NLVR2 config ({exc!r})") from exc
-    model = BlipNLVR2Model(config.vision_config, config.text_config, config.merge_layer)
+        model = BlipNLVR2Model(config.vision_config, config.text_config, config.merge_layer)
+    except (KeyError, TypeError, ValueError, StrictDataclassError) as exc:
+        raise ModelLoadError(f"{config_path}: malformed NLVR2 config ({one_line(exc)})") from exc
     try:
         state_dict = load_file(str(weights_path))
     except Exception as exc:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
+from harness.weights_check import check_loading_info, check_safetensors, one_line, quiet_transformers
 from harness_plugins.blip.catalog import NLVR2
 from harness_plugins.blip.heads import nlvr2
 from harness_plugins.blip.loading.checkpoint import (
@@ -73,6 +74,8 @@ def directory_head(directory: Path) -> str:
         raise ModelLoadError(f"{directory}: no config.json; not a Hugging Face model directory") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelLoadError(f"{config_path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{config_path}: expected a JSON object (a model configuration), found a JSON {type(data).__name__}")
     if data.get("architecture") == nlvr2.ARCHITECTURE:
         return NLVR2
     names = data.get("architectures") or []
@@ -105,31 +108,26 @@ def _load_directory(source: WeightsSource, head: str, image_size: int) -> Loaded
 
 def _from_pretrained(directory: Path, head: str, name: str, notes: list[str]) -> nn.Module:
     import transformers
+    from huggingface_hub.errors import StrictDataclassError
 
     model_class = getattr(transformers, HF_CLASSES[head])
     try:
         config = transformers.BlipConfig.from_pretrained(str(directory), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelLoadError(f"{directory}/config.json: not a BLIP configuration ({exc})") from exc
+    except (OSError, ValueError, TypeError, StrictDataclassError) as exc:
+        raise ModelLoadError(f"{directory}/config.json: not a BLIP configuration ({one_line(exc)})") from exc
     notes.extend(make_blip_faithful(config))
+    files = [file for file in weight_files(directory) if file.suffix == ".safetensors"]
+    check_safetensors(model_class, config, files, name)
     try:
-        module, info = model_class.from_pretrained(
-            str(directory), config=config, local_files_only=True, dtype=torch.float32, output_loading_info=True
-        )
+        with quiet_transformers():
+            module, info = model_class.from_pretrained(
+                str(directory), config=config, local_files_only=True, dtype=torch.float32, output_loading_info=True
+            )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelLoadError(f"{name}: cannot load {model_class.__name__} from {directory} ({exc})") from exc
-    problems = {
-        label: sorted(info.get(key) or ())
-        for key, label in (
-            ("missing_keys", "missing keys"),
-            ("unexpected_keys", "unexpected keys"),
-            ("mismatched_keys", "shape mismatches"),
-        )
-    }
-    if any(problems.values()) or info.get("error_msgs"):
-        detail = "; ".join(f"{label} {', '.join(map(str, keys[:8]))}" for label, keys in problems.items() if keys)
-        raise ModelLoadError(f"{name}: weights do not fit {model_class.__name__}: {detail or info['error_msgs']}")
+        raise ModelLoadError(f"{name}: cannot load {model_class.__name__} from {directory} ({one_line(exc)})") from exc
+    check_loading_info(info, name, model_class.__name__)
     return module
+
 
 
 def make_blip_faithful(config: Any) -> list[str]:

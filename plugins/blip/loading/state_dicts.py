@@ -4,12 +4,15 @@ names every key that does not fit (a checkpoint of another architecture must nev
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from harness.errors import ModelLoadError
+from harness.weights_check import first_names, tensor_problems
+
+__all__ = ["first_names", "load_state_strict", "rename_official_vision_key"]
 
 _VISION_RENAMES: tuple[tuple[str, str], ...] = (
     (r"cls_token", r"embeddings.class_embedding"),
@@ -35,21 +38,18 @@ def rename_official_vision_key(name: str) -> str | None:
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``module``, naming every missing, unexpected or misshapen key."""
+    """Load ``state`` into ``module``, naming every missing, unexpected or misshapen key, and every
+    tensor whose dtype the copy would change in kind (integer weights into a float parameter)."""
     expected = module.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
-    misshapen = [
-        f"{key} {tuple(state[key].shape)} vs {tuple(tensor.shape)}"
-        for key, tensor in expected.items()
-        if key in state and state[key].shape != tensor.shape
-    ]
+    misfits = tensor_problems(expected, {key: (tensor.shape, tensor.dtype) for key, tensor in state.items()})
     problems = [
         f"{label} {first_names(names)}"
         for label, names in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
-            ("shape mismatches (checkpoint vs model)", misshapen),
+            ("tensors of another shape or dtype (refused, not cast or resized)", misfits),
         )
         if names
     ]
@@ -57,9 +57,3 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], sour
         raise ModelLoadError(f"{source}: weights do not fit {type(module).__name__}: {'; '.join(problems)}")
     module.load_state_dict(state, strict=True)
 
-
-def first_names(names: Iterable[str], limit: int = 8) -> str:
-    """Up to ``limit`` names and how many more, so an error stays one readable line."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return f"{shown} (and {len(names) - limit} more)" if len(names) > limit else shown
