@@ -38,8 +38,8 @@ from harness.cpu_threads import apply_cpu_threads
 from harness.errors import CapabilityError, ConfigError, DataError, Interrupted, OutputError
 from harness.predictions import MERGED_NAME, PART_GLOB, PredictionStore
 from harness.preflight import PlannedTask, check_before_computing
-from harness.quiet import silenced_output
 from harness.protocol_rules import validate_protocol
+from harness.quiet import silenced_output
 from harness.registry import Registry, check_instance, get_registry
 from harness.results import (
     PER_SAMPLE_NAME,

@@ -84,7 +84,6 @@ _VQA_RULES = {
     "rank_label_smoothing": Number(0, 1, maximum_open=True), "num_beams": POSITIVE, "max_length": POSITIVE,
     "min_length": Integer(minimum=0, at_most_key="max_length"), "max_question_words": POSITIVE,
     "prompt": Text(), "length_penalty": Number(), "length_normalization": _LENGTH_NORMALIZATION,
-    "vqa_scorer": Choice(("official", "2016")),
 }
 
 TASK_SPECS: tuple[TaskSpec, ...] = (
@@ -157,7 +156,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         description="VQA v2: answer ranking (default) or generation; official VQA accuracy; test-set submission file",
         capabilities=("ImagePreprocessor", "ImageEncoder", "VisualQuestionAnswerer"),
         protocol={**_VQA, "vqa_scorer": "official"},
-        rules=_VQA_RULES,
+        rules={**_VQA_RULES, "vqa_scorer": Choice(("official", "2016"))},
         splits=("val", "test"),
         default_split="val",
         data_dir="vqav2",

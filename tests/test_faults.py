@@ -654,7 +654,7 @@ def test_a_feature_cache_that_cannot_be_written_is_named_not_the_run_directory(
 def saved_heads(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Hugging Face directories (``harness convert``'s layout) of the tiny VQA and NLVR2 heads."""
     from harness_plugins.blip.catalog import VQA
-    from harness_plugins.blip.convert import save_head
+    from harness_plugins.blip.loading.convert import save_head
 
     root = tmp_path_factory.mktemp("heads")
     heads = {}
