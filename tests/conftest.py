@@ -47,3 +47,15 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, toy_cache: Path) -> 
         return cache[key]
 
     return run
+
+
+@pytest.fixture
+def one_thread() -> Any:
+    """One CPU thread for an in-process tiny model, as the CLI subprocesses get
+    (``cli_process.harness_env``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

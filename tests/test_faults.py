@@ -53,14 +53,7 @@ from harness_plugins.blip.catalog import CAPTION, NLVR2
 from harness_plugins.blip.presets import build_blip_tiny
 from harness_plugins.blip.tiny import random_tiny
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As in the subprocesses (see ``cli_process.harness_env``): one CPU thread for the tiny model."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_args(data_root: Path, task: str, output: Path, *extra: str) -> list[str]:

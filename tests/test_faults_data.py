@@ -39,12 +39,8 @@ NLVR2_FILE = "nlvr2/annotations/nlvr_test.json"
 VQA_FILE = "vqav2/annotations/vqa_val.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_args(data_root: Path, task: str, output: Path, *extra: str) -> list[str]:

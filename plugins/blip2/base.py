@@ -7,22 +7,12 @@ capability methods, so a model object offers exactly the capabilities its weight
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import Any
-
 import torch
-from PIL import Image
 
-from harness.errors import ConfigError
-from harness.specs import ModelRequest
-from harness_plugins.blip.heads.base import PRECISIONS
-from harness_plugins.blip2.loading import LoadedBlip2
-from harness_plugins.common.preprocess import blip_pixels
+from harness_plugins.common.bound_model import BoundModel
 
 
-class Blip2Model:
+class Blip2Model(BoundModel):
     """A loaded BLIP-2 head bound to a device and precision.
 
     BLIP-2 evaluates with BLIP's image transform (LAVIS's ``blip_image_eval``: bicubic resize to
@@ -32,26 +22,6 @@ class Blip2Model:
     """
 
     head = ""
-
-    def __init__(self, loaded: LoadedBlip2, request: ModelRequest, image_size: int) -> None:
-        if request.precision not in PRECISIONS:
-            raise ConfigError(f"precision {request.precision!r} is not one of {', '.join(PRECISIONS)}")
-        self.device = torch.device(request.device)
-        self.precision = request.precision
-        self.module = loaded.module.to(self.device).eval()
-        self.tokenizer = loaded.tokenizer
-        self.image_size = image_size
-        self.protocol = dict(request.protocol)
-        self.weights_name: str = loaded.weights_name
-        self.weights_files: list[Path] = list(loaded.weights_files)
-        self.notes: list[str] = list(loaded.notes)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(weights={self.weights_name!r}, device={self.device}, precision={self.precision})"
-
-    # ImagePreprocessor
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return blip_pixels(images, self.image_size)
 
     def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, L, H) ViT features (after its final LayerNorm, LAVIS's ``ln_vision``)."""
@@ -74,7 +44,3 @@ class Blip2Model:
         """Image tokens and queries are never padded: an all-ones mask, as LAVIS passes."""
         return torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device)
 
-    def autocast(self) -> AbstractContextManager[Any]:
-        if self.precision == "fp32":
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])

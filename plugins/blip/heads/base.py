@@ -9,13 +9,9 @@ capabilities its weights support and the registry's ``isinstance`` checks mean s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from harness.capabilities import VisualFeatures
 from harness.errors import ConfigError
@@ -24,14 +20,13 @@ from harness_plugins.blip.fast.masking import honour_cross_attention_masks
 from harness_plugins.blip.fast.vit import fuse_vision_attention
 from harness_plugins.blip.loading.loader import LoadedBlip
 from harness_plugins.blip.loading.tokenizer import enc_token_id
-from harness_plugins.common.preprocess import blip_pixels
+from harness_plugins.common.bound_model import BoundModel
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_MAX_TEXT_TOKENS = 35
 """BLIP's text length for retrieval, VQA questions and NLVR2 statements."""
 
 
-class BlipModel:
+class BlipModel(BoundModel):
     """A loaded BLIP head bound to a device and precision.
 
     Inputs may live anywhere; every method moves them to the model's device. Visual features stay
@@ -43,16 +38,9 @@ class BlipModel:
     head = ""
 
     def __init__(self, loaded: LoadedBlip, request: ModelRequest, image_size: int) -> None:
-        if request.precision not in PRECISIONS:
-            raise ConfigError(f"precision {request.precision!r} is not one of {', '.join(PRECISIONS)}")
-        self.device = torch.device(request.device)
-        self.precision = request.precision
-        self.module = loaded.module.to(self.device).eval()
+        super().__init__(loaded, request, image_size)
         honour_cross_attention_masks(self.module)
         fuse_vision_attention(self.module)
-        self.tokenizer = loaded.tokenizer
-        self.image_size = image_size
-        self.protocol = dict(request.protocol)
         self.max_text_tokens = int(self.protocol.get("max_text_tokens", DEFAULT_MAX_TEXT_TOKENS))
         positions = self.module.config.text_config.max_position_embeddings
         if self.max_text_tokens > positions:
@@ -60,16 +48,6 @@ class BlipModel:
             raise ConfigError(f"protocol max_text_tokens={self.max_text_tokens}: these weights have "
                               f"{positions} text positions; use --set max_text_tokens={positions} or less")
         self.enc_token_id = enc_token_id(self.tokenizer)
-        self.weights_name: str = loaded.weights_name
-        self.weights_files: list[Path] = list(loaded.weights_files)
-        self.notes: list[str] = list(loaded.notes)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(weights={self.weights_name!r}, device={self.device}, precision={self.precision})"
-
-    # ImagePreprocessor
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return blip_pixels(images, self.image_size)
 
     # ImageEncoder
     @torch.inference_mode()
@@ -119,11 +97,6 @@ class BlipModel:
         if enc_first:
             input_ids[:, 0] = self.enc_token_id
         return input_ids, encoded["attention_mask"].to(self.device)
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        if self.precision == "fp32":
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
 
     def image_mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """Image tokens are never padded: an all-ones mask, as BLIP passes."""
