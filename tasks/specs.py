@@ -236,6 +236,7 @@ TASK_SPECS: tuple[TaskSpec, ...] = (
         default_split="web",
         # The web split lives in web/, the retrieval splits in coco/ and flickr30k/.
         data_dir=".",
+        headline_metrics=("roc_auc", "average_precision", "f1"),
     ),
     TaskSpec(
         name="msvd_qa",
