@@ -14,6 +14,7 @@ leaves no global figure state behind.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def _draw_table(
         title += f": against {', '.join(sorted(references))}"
     else:
         title += ": no published row of the same model on this split"
-    subfigure.suptitle(title, fontsize=10, x=0.01, ha="left", fontweight="bold")
+    # About 11 characters of 10-point bold per inch: wrap so a narrow figure keeps its whole title.
+    subfigure.suptitle(textwrap.fill(title, width=int(PANEL_WIDTH * columns * 11)), fontsize=10, x=0.01,
+                       ha="left", fontweight="bold")
 
 
 def plot_tables(tables: Sequence[ComparisonTable], digits: int = 1) -> Figure:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from harness.annotations import fingerprint, read_json, require_fields
 from harness.capabilities import ImageTextMatchProbability
 from harness.errors import CapabilityError, ConfigError, DataError
+from harness.examples import RIGHT, WRONG, Example, ExampleSection, Line, Thumb, section
 from harness.metrics.filtering import filtering_metrics
 from harness.results import write_json_atomic
 from harness.task import Dataset, SkippedSample
@@ -276,6 +277,37 @@ class CapFiltFilterTask(ImageTask):
         for pair, value in zip(pairs, scores, strict=True):
             kept[pair.kind] += value >= threshold
         return metrics | {f"kept_{kind}": 100.0 * kept[kind] / total[kind] for kind in KINDS if total[kind]}
+
+    def examples(
+        self, dataset: Dataset, predictions: Mapping[str, Any], protocol: Mapping[str, Any],
+        worst: int, best: int,
+    ) -> list[ExampleSection]:
+        """Pairs by how far the filter's score sits from the threshold on the right side, so the
+        worst are the confident mistakes: a noisy text kept with a high score, a true caption
+        dropped with a low one. Shows the image, the text, its kind and the filter's decision."""
+        pairs = {pair.sample_id: pair for pair in dataset.samples if pair.sample_id in predictions}
+        threshold = resolve_threshold(protocol, str(protocol.get("score", "itm")))
+        margins = {
+            sid: (score - threshold) if pair.label else (threshold - score)
+            for sid, pair in pairs.items()
+            for score in (float(predictions[sid]["score"]),)
+        }
+
+        def example(sample_id: str) -> Example:
+            pair, prediction = pairs[sample_id], predictions[sample_id]
+            correct = bool(prediction["kept"]) == bool(pair.label)
+            return Example(
+                sample_id=sample_id,
+                summary=f"{'right' if correct else 'wrong'}: score {prediction['score']:.3f} (threshold {threshold:g})",
+                thumbs=(Thumb(pair.images[0], pair.kind),),
+                lines=(
+                    Line("text", (pair.text,)),
+                    Line("truth", ("matches" if pair.label else f"noise ({pair.kind})",)),
+                    Line("filter", ("kept" if prediction["kept"] else "removed",), (RIGHT if correct else WRONG,)),
+                ),
+            )
+
+        return [section("pairs", margins, example, worst, best)]
 
     def reference_levels(self, dataset: Dataset, protocol: Mapping[str, Any]) -> dict[str, float]:
         """A filter that cannot tell pairs apart: ROC-AUC 50 and average precision equal to the

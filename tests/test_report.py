@@ -98,6 +98,24 @@ def test_nlvr2_examples_put_confident_mistakes_first(toy_root: Path) -> None:
     assert section.best[0].summary.startswith("right")
 
 
+def test_capfilt_filter_examples_put_kept_noise_and_dropped_captions_first(toy_root: Path) -> None:
+    task, dataset = _load("capfilt_filter", toy_root)
+    clean = next(p for p in dataset.samples if p.label == 1)
+    noisy = [p for p in dataset.samples if p.label == 0][:2]
+    protocol = {**dataset_protocol("capfilt_filter"), "score": "itm", "threshold": 0.5}
+    scores = {clean.sample_id: 0.1, noisy[0].sample_id: 0.95, noisy[1].sample_id: 0.02}
+    predictions = {sid: {"score": v, "kept": v >= 0.5} for sid, v in scores.items()}
+    (section,) = task.examples(dataset, predictions, protocol, worst=2, best=1)
+    # A noisy text kept at 0.95 is further on the wrong side than a caption dropped at 0.1.
+    assert [e.sample_id for e in section.worst] == [noisy[0].sample_id, clean.sample_id]
+    assert [e.sample_id for e in section.best] == [noisy[1].sample_id]
+    lines = {line.label: line for line in section.worst[0].lines}
+    assert lines["text"].texts == (noisy[0].text,)
+    assert lines["filter"].verdicts == (WRONG,) and lines["filter"].texts == ("kept",)
+    assert section.worst[0].thumbs[0].path == noisy[0].images[0]
+    assert {line.label: line for line in section.best[0].lines}["filter"].verdicts == (RIGHT,)
+
+
 def test_retrieval_examples_show_the_top_five_and_where_the_right_one_landed(toy_root: Path) -> None:
     task, dataset = _load("coco_retrieval", toy_root)
     samples = dataset.samples[:8]
