@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_process import _descendants, finished_records, harness_command, kill_tree, start
 
 from harness.child_processes import child_pids, reap_new_children
-from tests.cli_process import _descendants, finished_records, harness_command, kill_tree, start
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
