@@ -46,6 +46,11 @@ QA_FILES: dict[str, dict[str, tuple[str, str]]] = {
     "msvd": {"test": ("msvd_qa_test.json", "msvd_qa_answer_list.json")},
 }
 """Question file and answer list of each split, by the task's data folder."""
+OFFICIAL_MSVD_QA: dict[str, str] = {"test": "test_qa.json"}
+"""The official MSVD-QA release's question file of each split (Xu et al. 2017), read when the
+harness's own file is absent: ``{"id", "question", "answer", "video_id"}`` records whose integer
+``video_id`` N names ``vidN`` in ``youtube_mapping.txt``."""
+MSVD_MAPPING = "youtube_mapping.txt"
 QA_FRAMES_SHOWN = 3
 """Frames a report shows of a question's video, so questions about motion can be judged."""
 
@@ -120,6 +125,22 @@ def unreadable_videos(users: Mapping[Path, Sequence[str]], protocol: Mapping[str
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         return [line for line in pool.map(problem, users) if line is not None]
+
+
+def read_youtube_mapping(path: Path) -> dict[int, str]:
+    """The official MSVD release's ``youtube_mapping.txt``: one ``<clip name> vid<N>`` per line
+    (``-4wsuPCjDBc_5_15 vid1``) -> {N: clip name}; the clip's file is ``<clip name>.avi``."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the official MSVD-QA questions name videos by video_id, which this file maps to clip names")
+    clips: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].startswith("vid") or not parts[1][3:].isdigit():
+            raise DataError(f"{path}: line {number}: expected '<clip name> vid<N>', got {line!r}")
+        clips[int(parts[1][3:])] = parts[0]
+    return clips
 
 
 def _media_root(data_root: Path, data_dir: str) -> Path:
@@ -259,7 +280,19 @@ class VideoQATask(Task):
         max_words = positive_int(protocol, "max_question_words")
         media_root = _media_root(data_root, self.spec.data_dir)
 
+        official = self.spec.data_dir == "msvd" and not path.exists() and split in OFFICIAL_MSVD_QA
+        if official:
+            path = root / "annotations" / OFFICIAL_MSVD_QA[split]
+            clips = read_youtube_mapping(root / "annotations" / MSVD_MAPPING)
+
         def parse(record: Any, index: int) -> VideoQuestion:
+            if official:
+                require_fields(record, {"id": int, "question": str, "answer": str, "video_id": int}, path, index)
+                clip = clips.get(record["video_id"])
+                if clip is None:
+                    raise DataError(f"{path}: record {index}: video_id {record['video_id']} is not in {MSVD_MAPPING}")
+                record = {"question_id": record["id"], "question": record["question"], "answer": record["answer"],
+                          "video": f"{clip}.avi"}
             require_fields(record, {"question_id": (int, str), "question": str, "answer": str, "video": str}, path, index)
             return VideoQuestion(
                 sample_id=str(record["question_id"]),
@@ -271,7 +304,8 @@ class VideoQATask(Task):
         samples, skipped = collect_records(read_json(path), path, parse, lambda s: s.sample_id, skip_bad=skip_bad)
         return Dataset(
             task=self.name, split=split, root=root, samples=samples,
-            fingerprint=fingerprint([path, answers_path]), skipped=skipped,
+            fingerprint=fingerprint([path, answers_path, *([root / "annotations" / MSVD_MAPPING] if official else [])]),
+            skipped=skipped,
             extra={"answer_list": read_answer_list(answers_path)},
         )
 

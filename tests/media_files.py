@@ -40,6 +40,19 @@ def write_mp4(
     return path
 
 
+def write_avi(path: Path, num_frames: int, size: int = 32) -> Path:
+    """An MPEG-4 Part 2 AVI, as the MSVD clips ship, whose frames grow brighter one by one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for index in range(num_frames):
+            frame = np.full((size, size, 3), 30 * index % 256, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def write_image(path: Path, colour: tuple[int, int, int] = (200, 30, 30), size: int = 24, fmt: str = "JPEG") -> Path:
     """A flat-colour image file in ``fmt`` (whatever the extension of ``path`` says)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,11 @@ import zlib
 from importlib.metadata import distribution
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from cli_process import copy_task_data, finished_records
-from media_files import write_image
+from media_files import write_avi, write_image
 from PIL import Image
 
 from harness.cli import main
@@ -178,16 +177,7 @@ def test_eight_bit_modes_give_blips_pixels_without_warnings(tmp_path: Path, name
 
 def test_an_msvd_avi_clip_with_a_leading_dash_decodes(tmp_path: Path) -> None:
     """MSVD ships YouTube clips as ``<youtube id>_<start>_<end>.avi``; ids may start with '-'."""
-    path = tmp_path / "-4wsuPCjDBc_5_15.avi"
-    with av.open(str(path), "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for index in range(8):
-            frame = np.full((32, 32, 3), 30 * index, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    path = write_avi(tmp_path / "-4wsuPCjDBc_5_15.avi", 8)
     frames = load_video_frames(path, 4, "strided")
     means = [float(np.asarray(frame).mean()) for frame in frames]
     assert len(frames) == 4 and means == sorted(means) and means[-1] - means[0] > 100

@@ -11,7 +11,7 @@ from capability_doubles import (
     caption_of,
     colour_of,
 )
-from media_files import write_mp4
+from media_files import write_avi, write_mp4
 
 from harness.context import RunContext
 from harness.errors import ConfigError, DataError
@@ -179,6 +179,50 @@ def test_qa_rank_mode_encodes_each_video_once(tmp_path, name, folder):
     assert all(k == len(ANSWERS) for _, k in model.rank_calls)  # k_test 128 capped at the list size
     assert task.score(dataset, ctx.predictions.predictions, proto) == {"accuracy": 100.0}
     assert ctx.predictions.predictions["3"] == "one"
+
+
+def write_official_msvd_qa(root: Path) -> list[str]:
+    """The official MSVD-QA release's layout: ``test_qa.json`` naming videos by integer id and
+    ``youtube_mapping.txt`` mapping ``vidN`` to the clip's name (``.avi``, ids may start with '-')."""
+    clips = [f"-clip{i}_5_15" for i in range(VIDEOS)]
+    for clip in clips:
+        write_avi(root / "msvd" / "videos" / f"{clip}.avi", 12)
+    annotations = root / "msvd" / "annotations"
+    annotations.mkdir(parents=True)
+    (annotations / "youtube_mapping.txt").write_text("".join(f"{clip} vid{i + 1}\n" for i, clip in enumerate(clips)))
+    records = [{"answer": ANSWERS[i], "id": 100 + i, "question": f"what is shown ({i})?", "video_id": i + 1}
+               for i in range(VIDEOS)]
+    (annotations / "test_qa.json").write_text(json.dumps(records))
+    (annotations / "msvd_qa_answer_list.json").write_text(json.dumps(list(ANSWERS)))
+    return clips
+
+
+def test_official_msvd_qa_files_are_read_through_the_youtube_mapping(tmp_path):
+    clips = write_official_msvd_qa(tmp_path / "data")
+    task = spec("msvd_qa").build()
+    proto = qa_protocol("msvd_qa")
+    dataset = task.load(tmp_path / "data", "test", proto)
+    assert [s.sample_id for s in dataset.samples] == [str(100 + i) for i in range(VIDEOS)]
+    assert [s.video.name for s in dataset.samples] == [f"{clip}.avi" for clip in clips]
+    assert dataset.samples[0].question == "what is shown 0?"  # pre_question keeps "?", as BLIP's does
+    model = VideoAnswerModel()
+    ctx = run(task, dataset, model, tmp_path / "run", proto)
+    assert model.videos_encoded == VIDEOS
+    assert set(ctx.predictions.predictions) == {s.sample_id for s in dataset.samples}
+
+
+def test_official_msvd_qa_with_an_unmapped_video_or_a_bad_mapping_line_is_named(tmp_path):
+    write_official_msvd_qa(tmp_path / "data")
+    annotations = tmp_path / "data" / "msvd" / "annotations"
+    records = json.loads((annotations / "test_qa.json").read_text())
+    records[1]["video_id"] = 99
+    (annotations / "test_qa.json").write_text(json.dumps(records))
+    task, proto = spec("msvd_qa").build(), qa_protocol("msvd_qa")
+    with pytest.raises(DataError, match=r"test_qa.json: record 1: video_id 99 is not in youtube_mapping.txt"):
+        task.load(tmp_path / "data", "test", proto)
+    (annotations / "youtube_mapping.txt").write_text("-clip0_5_15 video1\n")
+    with pytest.raises(DataError, match=r"youtube_mapping.txt: line 1: expected '<clip name> vid<N>'"):
+        task.load(tmp_path / "data", "test", proto)
 
 
 def test_qa_generate_mode_and_levels(tmp_path):
