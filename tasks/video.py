@@ -304,9 +304,12 @@ class VideoQATask(Task):
         samples, skipped = collect_records(read_json(path), path, parse, lambda s: s.sample_id, skip_bad=skip_bad)
         return Dataset(
             task=self.name, split=split, root=root, samples=samples,
-            fingerprint=fingerprint([path, answers_path, *([root / "annotations" / MSVD_MAPPING] if official else [])]),
+            fingerprint=fingerprint([path, *([answers_path] if answers_path.exists() else []),
+                                     *([root / "annotations" / MSVD_MAPPING] if official else [])]),
             skipped=skipped,
-            extra={"answer_list": read_answer_list(answers_path)},
+            # Generation needs no candidate list (the official MSVD-QA release ships none).
+            extra={"answer_list": read_answer_list(answers_path)
+                   if answer_mode(protocol) == "rank" or answers_path.exists() else []},
         )
 
     def check(self, data_root: Path, split: str, protocol: Mapping[str, Any]) -> list[str]:

@@ -211,6 +211,19 @@ def test_official_msvd_qa_files_are_read_through_the_youtube_mapping(tmp_path):
     assert set(ctx.predictions.predictions) == {s.sample_id for s in dataset.samples}
 
 
+def test_official_msvd_qa_without_an_answer_list_runs_in_generate_mode_only(tmp_path):
+    write_official_msvd_qa(tmp_path / "data")
+    (tmp_path / "data" / "msvd" / "annotations" / "msvd_qa_answer_list.json").unlink()
+    task = spec("msvd_qa").build()
+    with pytest.raises(DataError, match="msvd_qa_answer_list.json"):
+        task.load(tmp_path / "data", "test", qa_protocol("msvd_qa"))
+    proto = qa_protocol("msvd_qa", mode="generate")
+    dataset = task.load(tmp_path / "data", "test", proto)
+    model = VideoAnswerModel()
+    ctx = run(task, dataset, model, tmp_path / "run", proto)
+    assert set(ctx.predictions.predictions) == {s.sample_id for s in dataset.samples}
+
+
 def test_official_msvd_qa_with_an_unmapped_video_or_a_bad_mapping_line_is_named(tmp_path):
     write_official_msvd_qa(tmp_path / "data")
     annotations = tmp_path / "data" / "msvd" / "annotations"
