@@ -285,3 +285,23 @@ def test_weights_that_do_not_fit_are_refused_naming_the_keys(tmp_path, retrieval
     protocol = {**spec.protocol_for("coco_retrieval"), "image_size": SIZE}
     with pytest.raises(ModelLoadError, match="weights do not fit Blip2ForImageTextRetrieval: missing keys itm_head.weight"):
         spec.build(ModelRequest(task="coco_retrieval", protocol=protocol, weights=str(tmp_path / "itm")))
+
+
+@pytest.mark.slow
+def test_blip2_tiny_runs_retrieval_captioning_and_vqa_end_to_end(tmp_path, toy_cache):
+    """The issue's command: the untrained tiny model through the real CLI, each task recording
+    the BLIP-2 protocol it ran with."""
+    output = tmp_path / "runs"
+    done = subprocess.run(
+        harness_command(["run", "--model", "blip2-tiny", "--task", "coco_retrieval,coco_captioning,vqav2", "--data",
+                         "toy", "--limit", "6", "--quiet", "--output", str(output)]),
+        capture_output=True, text=True, env=harness_env(toy_cache), timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    records = {r["task"]: r for r in (json.loads(p.read_text()) for p in output.glob("*/result.json"))}
+    assert set(records) == {"coco_retrieval", "coco_captioning", "vqav2"}
+    assert records["coco_captioning"]["protocol"]["prompt"] == "a photo of"
+    assert records["vqav2"]["protocol"]["prompt"] == "Question: {} Short answer:"
+    assert records["vqav2"]["protocol"]["mode"] == "generate"
+    assert records["coco_retrieval"]["protocol"]["k_test"] == 128
+    assert all(r["model"] == "blip2-tiny" and r["samples"]["evaluated"] == 6 for r in records.values())

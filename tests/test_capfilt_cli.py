@@ -134,3 +134,23 @@ def test_other_settings_in_the_same_output_are_refused(reference: tuple[Path, st
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "captions_per_image differ" in done.stderr
+
+
+def test_the_toy_web_split_is_captioned_and_filtered(toy_root: Path, toy_cache: Path, tmp_path: Path) -> None:
+    """The toy suite's own img2dataset-style split (60 images, planted noise): every image comes
+    back with its key, and the filter keeps far fewer of the planted-noise alt-texts than of the
+    true ones."""
+    output = tmp_path / "out"
+    shards = toy_root / "web" / "shards"
+    done = run_harness(capfilt_args(str(shards / "{00000..00001}.tar"), output), toy_cache)
+    assert done.returncode == 0, done.stderr
+    truth = {row["key"]: row for row in json.loads((toy_root / "web" / "web_labels.json").read_text())}
+    samples = [s for shard in sorted((output / "shards").glob("*.tar")) for s in wds.WebDataset(str(shard), shardshuffle=False)]
+    assert sorted(s["__key__"] for s in samples) == sorted(truth)
+    kept = {True: [], False: []}
+    for sample in samples:
+        (web,) = [t for t in json.loads(sample["json"])["scored"] if t["source"] == "web"]
+        kept[bool(truth[sample["__key__"]]["label"])].append(web["kept"])
+    assert sum(kept[True]) / len(kept[True]) > sum(kept[False]) / len(kept[False]) + 0.3
+    stats = json.loads((output / "capfilt.json").read_text())
+    assert stats["samples"]["images"] == len(truth) and stats["sources"]["web"]["texts"] == len(truth)
