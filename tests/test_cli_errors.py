@@ -59,3 +59,10 @@ def test_list_is_fast_and_imports_no_torch() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("False")
     assert "coco_retrieval" in out.stdout and "blip-tiny" in out.stdout
+
+
+def test_warnings_are_one_line_without_python_source() -> None:
+    script = "import warnings; from harness import cli; cli.main(['list', 'models']); warnings.warn('SPICE skipped: no models')"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stderr == "warning: SPICE skipped: no models\n"
