@@ -190,3 +190,30 @@ def test_an_ensemble_over_rounds_tags_every_caption_and_is_reproducible(toy_root
     assert caption_and_score(images, web, roles, settings, ("00000", 0)) == texts
     synthetic = [t["text"] for own in texts for t in own if t["source"] == "synthetic"]
     assert len(set(synthetic)) > len(synthetic) // 2
+
+    # Round 2 with another captioner (--captioner blip-tiny@1 --captioner blip-tiny@2): each
+    # captions only its own round.
+    by_round = Roles(roles.captioners, roles.filter, [(1,), (2,)])
+    texts = caption_and_score(images, web, by_round, settings, ("00000", 0))
+    assert [(t["round"], t["captioner"]) for t in texts[1]] == [(1, "a"), (2, "b")]
+
+
+@pytest.mark.parametrize(
+    ("captioners", "rounds", "message"),
+    [
+        (("blip-tiny@1",), 2, r"no --captioner captions round\(s\) 2 of --rounds 2"),
+        (("blip-tiny", "blip-tiny@3"), 2, "names round 3, but --rounds is 2"),
+        (("blip-tiny@x",), 1, "expected MODEL or MODEL@ROUNDS"),
+        (("blip-tiny@0",), 1, "rounds counted from 1"),
+    ],
+)
+def test_captioners_per_round_are_checked(captioners: tuple[str, ...], rounds: int, message: str) -> None:
+    from harness.capfilt.settings import CapFiltSettings
+
+    settings = CapFiltSettings(
+        input="x", captioners=captioners, captioner_weights=(), filter="blip-tiny", filter_weights=None,
+        filter_score="itm", captions_per_image=1, sampling="nucleus", top_p=0.9, threshold="0.5", rounds=rounds,
+        limit=None, seed=0, batch_size=2, precision="fp32", shard_size=1, image_root=None,
+    )
+    with pytest.raises(ConfigError, match=message):
+        settings.check()

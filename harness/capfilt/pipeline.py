@@ -33,6 +33,7 @@ from harness.capfilt.settings import (
     CapFiltSettings,
     Threshold,
     json_ready,
+    parse_captioner,
 )
 from harness.capfilt.shards import is_finished, read_manifests, read_sample_json, write_shard
 from harness.capfilt.sources import BadSample, InputShard, WebSample, list_shards, read_shard
@@ -54,6 +55,12 @@ class Roles:
 
     captioners: Sequence[tuple[str, SyntheticCaptioner]]
     filter: TextFilter
+    rounds: Sequence[tuple[int, ...] | None] = ()
+    """The rounds each captioner captions in (None or absent: every round; ``--captioner MODEL@2``)."""
+
+    def captions_in(self, index: int, round_number: int) -> bool:
+        rounds = self.rounds[index] if index < len(self.rounds) else None
+        return rounds is None or round_number in rounds
 
 
 def resolve_filter_score(registry: Registry, name: str, score: str) -> str:
@@ -68,8 +75,8 @@ def resolve_filter_score(registry: Registry, name: str, score: str) -> str:
 def finalise(settings: CapFiltSettings, registry: Registry) -> CapFiltSettings:
     """Settings with ``auto`` resolved, so the record says what ran; unknown model names fail
     here, before any input is read."""
-    for name in settings.captioners:
-        registry.model(name)
+    for spec in settings.captioners:
+        registry.model(parse_captioner(spec)[0])
     score = resolve_filter_score(registry, settings.filter, settings.filter_score)
     default = DEFAULT_PROBABILITY_THRESHOLD if score == "itm" else DEFAULT_COSINE_THRESHOLD
     threshold = Threshold.parse(settings.threshold, default)
@@ -135,14 +142,15 @@ def run_capfilt(settings: CapFiltSettings, device: str, output: Path, quiet: boo
 
 
 def load_roles(registry: Registry, settings: CapFiltSettings, device: Device) -> Roles:
-    names = settings.captioners
+    parsed = [parse_captioner(spec) for spec in settings.captioners]
+    names = [name for name, _ in parsed]
     weights = list(settings.captioner_weights) + [None] * (len(names) - len(settings.captioner_weights))
     captioners = []
     for index, (name, weight) in enumerate(zip(names, weights, strict=True)):
         label = name if names.count(name) == 1 else f"{name}#{index + 1}"
         captioners.append((label, build_captioner(registry, name, weight, device, settings.sampling, settings.top_p)))
     text_filter = build_filter(registry, settings.filter, settings.filter_weights, device, settings.filter_score)
-    return Roles(captioners, text_filter)
+    return Roles(captioners, text_filter, [rounds for _, rounds in parsed])
 
 
 def roles_record(roles: Roles) -> dict[str, Any]:
@@ -229,6 +237,8 @@ def caption_and_score(images: Sequence[Any], web_texts: Sequence[Sequence[str]],
     texts = [[{"text": t, "source": WEB, "round": 0, "captioner": None} for t in own] for own in web_texts]
     for round_number in range(1, settings.rounds + 1):
         for index, (label, captioner) in enumerate(roles.captioners):
+            if not roles.captions_in(index, round_number):
+                continue
             seed = shard_seed(settings.seed, *position, round_number, index)
             for own, captions in zip(texts, captioner.captions(images, settings.captions_per_image, seed), strict=True):
                 own.extend({"text": c, "source": SYNTHETIC, "round": round_number, "captioner": label} for c in captions)

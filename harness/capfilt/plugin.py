@@ -30,7 +30,9 @@ def harness_add_commands(subparsers: argparse._SubParsersAction) -> None:
                                    description=DESCRIPTION,
                                    epilog="exit codes: 0 success, 2 usage or input error, 3 interrupted (resumable)")
     parser.add_argument("--captioner", action="append", required=True, metavar="MODEL",
-                        help="model with Captioner (see `harness list models`); repeat for an ensemble")
+                        help="model with Captioner (see `harness list models`); repeat for an ensemble; "
+                             "MODEL@R1,R2 captions only in those rounds (round 2 with another captioner: "
+                             "--captioner blip@1 --captioner blip-large@2)")
     parser.add_argument("--captioner-weights", action="append", default=[], metavar="W",
                         help="weights of the captioner(s), paired with --captioner in order (default: the model's)")
     parser.add_argument("--filter", required=True, metavar="MODEL",

@@ -23,6 +23,21 @@ DEFAULT_COSINE_THRESHOLD = 0.28
 SAMPLINGS = ("nucleus", "beam")
 
 
+def parse_captioner(spec: str) -> tuple[str, tuple[int, ...] | None]:
+    """``--captioner MODEL`` (captions in every round) or ``MODEL@R1,R2`` (only in those rounds):
+    the model name and its rounds, so round r+1 can caption with another model than round r."""
+    name, at, rounds = spec.partition("@")
+    if not at:
+        return name, None
+    try:
+        numbers = tuple(sorted({int(r) for r in rounds.split(",")}))
+    except ValueError:
+        raise ConfigError(f"--captioner {spec!r}: expected MODEL or MODEL@ROUNDS, e.g. blip@2 or blip@1,3") from None
+    if not name or not numbers or numbers[0] < 1:
+        raise ConfigError(f"--captioner {spec!r}: expected MODEL or MODEL@ROUNDS with rounds counted from 1")
+    return name, numbers
+
+
 @dataclass(frozen=True)
 class Threshold:
     """A fixed score (``value``) or the top fraction of each source per shard (``top_fraction``)."""
@@ -100,6 +115,14 @@ class CapFiltSettings:
                 raise ConfigError(f"{name} must be at least 1")
         if len(self.captioner_weights) > len(self.captioners):
             raise ConfigError("more --captioner-weights than --captioner flags (they pair up in order)")
+        covered: set[int] = set()
+        for spec in self.captioners:
+            _, rounds = parse_captioner(spec)
+            if rounds is not None and rounds[-1] > self.rounds:
+                raise ConfigError(f"--captioner {spec!r} names round {rounds[-1]}, but --rounds is {self.rounds}")
+            covered |= set(range(1, self.rounds + 1) if rounds is None else rounds)
+        if uncaptioned := sorted(set(range(1, self.rounds + 1)) - covered):
+            raise ConfigError(f"no --captioner captions round(s) {', '.join(map(str, uncaptioned))} of --rounds {self.rounds}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
