@@ -67,23 +67,38 @@ def finished_records(output: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for part in sorted(output.glob(PART_GLOB)) for line in _complete_lines(part)]
 
 
+def wait_until(proc: subprocess.Popen, reached: Callable[[], bool], what: Callable[[], str], timeout: float = 240,
+               interval: float = 0.02) -> None:
+    """Poll ``reached`` until it holds; fails, saying ``what()`` was seen, if the run ends first or
+    ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if reached():
+            return
+        if proc.poll() is not None:
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"the run ended (exit {proc.returncode}) with {what()}:\n{stdout}\n{stderr}")
+        time.sleep(interval)
+    raise AssertionError(f"still {what()} after {timeout} s")
+
+
 def wait_for_predictions(proc: subprocess.Popen, output: Path, at_least: int, parts: int = 1,
                          timeout: float = 240) -> None:
     """Poll until ``at_least`` finished predictions are on disk, written by at least ``parts``
     processes (part files); fails if the run ends first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counts = [len(_complete_lines(part)) for part in output.glob(PART_GLOB)]
-        if sum(counts) >= at_least and sum(1 for n in counts if n) >= parts:
-            return
-        if proc.poll() is not None:
-            stdout, stderr = proc.communicate()
-            raise AssertionError(f"the run ended (exit {proc.returncode}) with {counts} predictions on disk:\n{stdout}\n{stderr}")
-        time.sleep(0.02)
-    raise AssertionError(f"not {at_least} predictions from {parts} processes on disk after {timeout} s")
+
+    def counts() -> list[int]:
+        return [len(_complete_lines(part)) for part in output.glob(PART_GLOB)]
+
+    def reached() -> bool:
+        found = counts()
+        return sum(found) >= at_least and sum(1 for n in found if n) >= parts
+
+    wait_until(proc, reached, lambda: f"{counts()} predictions on disk (waiting for {at_least} from {parts} processes)",
+               timeout)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from ``/proc`` (torchrun starts its workers in new sessions,
     so they are not in its process group)."""
     children: dict[int, list[int]] = {}
@@ -103,7 +118,7 @@ def _descendants(pid: int) -> list[int]:
 
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the process and everything it started at once, as a pre-empted machine does."""
-    for pid in [proc.pid, *_descendants(proc.pid)]:
+    for pid in [proc.pid, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_process import _descendants, finished_records, harness_command, kill_tree, start
+from cli_process import descendants, finished_records, harness_command, kill_tree, start, wait_until
 
 from harness.child_processes import child_pids, reap_new_children
 
@@ -26,19 +26,12 @@ def _cmdline(pid: int) -> str:
 
 
 def _java_below(pid: int) -> list[int]:
-    return [child for child in _descendants(pid) if "java" in _cmdline(child)]
+    return [child for child in descendants(pid) if "java" in _cmdline(child)]
 
 
-def _wait_for_meteor(proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any("meteor" in _cmdline(child) for child in _java_below(proc.pid)):
-            return
-        if proc.poll() is not None:
-            stdout, stderr = proc.communicate()
-            raise AssertionError(f"the run ended (exit {proc.returncode}) before METEOR started:\n{stdout}\n{stderr}")
-        time.sleep(0.05)
-    raise AssertionError(f"METEOR did not start within {timeout} s")
+def _wait_for_meteor(proc: subprocess.Popen) -> None:
+    wait_until(proc, lambda: any("meteor" in _cmdline(child) for child in _java_below(proc.pid)),
+               lambda: "no METEOR process started", interval=0.05)
 
 
 @pytest.mark.slow
